@@ -1,0 +1,150 @@
+"""Training procedure of the Recurrent Attention Model (hybrid supervised + REINFORCE loss).
+
+Holds the losses, optimiser and metrics; the math lives in ``raccn.models.ram``.
+Metrics (public names): ``train/loss``, ``train/reward``, ``val/acc``, ``val/error`` (%),
+``test/acc``, ``test/error`` (%), ``test/acc_glimpse{t}`` for t = 1..T. Accuracies are
+fractions in [0, 1]; errors are percentages.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from raccn.losses import ram_loss
+from raccn.models import RAMOutput, RecurrentAttentionModel
+
+
+class RAMLitModule(pl.LightningModule):
+    """RAM training: model hyper-parameters (see ``RecurrentAttentionModel``) plus:
+
+    Args:
+        reinforce_weight: weight of the REINFORCE term in the hybrid loss.
+        mc_samples: M, rollouts averaged (softmax) at validation/test time (paper: Monte Carlo).
+        optimizer: optimiser factory (LightningCLI ``class_path``/``init_args``).
+        scheduler: optional LR scheduler factory, stepped once per epoch.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        glimpses: int = 6,
+        patch_size: int = 8,
+        scales: int = 1,
+        scale_factor: float = 2.0,
+        glimpse_hidden: int = 128,
+        glimpse_dim: int = 256,
+        hidden_size: int = 256,
+        core: str = "rnn",
+        std: float = 0.17,
+        init_loc: str = "random",
+        reinforce_weight: float = 1.0,
+        mc_samples: int = 1,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: Optional[LRSchedulerCallable] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(mc_samples, int) or mc_samples < 1:
+            raise ValueError(f"mc_samples must be an integer >= 1, got {mc_samples!r}")
+        if reinforce_weight < 0:
+            raise ValueError(f"reinforce_weight must be >= 0, got {reinforce_weight!r}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = RecurrentAttentionModel(
+            num_classes, in_channels, glimpses, patch_size, scales, scale_factor,
+            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc,
+        )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = nn.ModuleList(
+            MulticlassAccuracy(num_classes, average="micro") for _ in range(glimpses)
+        )
+
+    # -- checks before anything runs -------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        size = getattr(dm, "image_size", None)
+        if size is not None:
+            H, W = size
+            if self.hparams.patch_size > min(H, W):
+                raise ValueError(
+                    f"model.patch_size={self.hparams.patch_size} is larger than the data's "
+                    f"{H}x{W} images: choose patch_size <= {min(H, W)} (paper: 8 for 28x28, "
+                    f"12 for 60x60)"
+                )
+        channels = getattr(dm, "num_channels", None)
+        if channels is not None and channels != self.hparams.in_channels:
+            raise ValueError(
+                f"model.in_channels={self.hparams.in_channels} but the data has {channels} "
+                f"channel(s): set model.init_args.in_channels: {channels}"
+            )
+
+    # -- steps -----------------------------------------------------------------------------
+    def forward(self, images: Tensor, deterministic: bool = False) -> RAMOutput:
+        return self.net(images, deterministic)
+
+    def predict_proba(self, images: Tensor) -> tuple[Tensor, RAMOutput]:
+        """Softmax averaged over M rollouts, per step.
+
+        Args:
+            images (Tensor[B, C, H, W]).
+
+        Returns:
+            (probs Tensor[B, T, K], the RAMOutput of the B*M rollouts, rollout-major).
+        """
+        M, B = self.hparams.mc_samples, images.shape[0]
+        out = self.net(images.repeat(M, 1, 1, 1) if M > 1 else images)
+        probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
+        return probs, out
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, target = batch
+        out = self.net(images)
+        parts = ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines, self.hparams.reinforce_weight)
+        self.log("train/loss", parts.loss, prog_bar=True)
+        self.log("train/reward", parts.reward.mean(), prog_bar=True)
+        self.log_dict({"train/ce": parts.ce, "train/reinforce": parts.reinforce, "train/baseline_mse": parts.baseline})
+        return parts.loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, target = batch
+        probs, _ = self.predict_proba(images)
+        self.val_acc.update(probs[:, -1], target)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.log_dict({"val/acc": acc, "val/error": 100.0 * (1.0 - acc)}, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, target = batch
+        probs, _ = self.predict_proba(images)
+        for t, metric in enumerate(self.test_acc):
+            metric.update(probs[:, t], target)
+
+    def on_test_epoch_end(self) -> None:
+        accs = [metric.compute() for metric in self.test_acc]
+        for metric in self.test_acc:
+            metric.reset()
+        logs = {"test/acc": accs[-1], "test/error": 100.0 * (1.0 - accs[-1])}
+        logs.update({f"test/acc_glimpse{t + 1}": acc for t, acc in enumerate(accs)})
+        self.log_dict(logs)
+        rank_zero_info(f"RAM test accuracy: {100.0 * float(accs[-1]):.2f} %")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        probs, out = self.predict_proba(images)
+        p, pred = probs[:, -1].max(dim=1)
+        return {"pred": pred, "prob": p, "locations": out.locations[: images.shape[0]]}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}

@@ -1,0 +1,5 @@
+"""Losses."""
+
+from raccn.losses.ram_loss import RAMLoss, ram_loss
+
+__all__ = ["RAMLoss", "ram_loss"]

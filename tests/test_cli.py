@@ -1,0 +1,91 @@
+"""The LightningCLI entry point: every config parses and instantiates; bad values fail early;
+the quick start runs end to end (short) and writes its pictures."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from raccn.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml")))
+
+EXPECTED = {  # config -> (glimpses, patch_size, scales, image side, distractors)
+    "ram_quickstart": (None, None, None, None, None),
+    "ram_mnist": (6, 8, 1, 28, None),
+    "ram_translated": (6, 12, 3, 60, 0),
+    "ram_cluttered": (8, 12, 3, 60, 4),
+    "ram_cluttered100": (8, 12, 4, 100, 8),
+}
+
+
+def test_all_ram_configs_are_listed():
+    assert {os.path.basename(c)[:-5] for c in CONFIGS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: os.path.basename(c))
+def test_config_parses_and_instantiates(config, tmp_path):
+    cli = main(["--config", config, "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.logger", "false"], run=False)
+    hp = cli.model.hparams
+    assert hp.num_classes == cli.datamodule.num_classes == 10  # linked
+    glimpses, patch, scales, side, distractors = EXPECTED[os.path.basename(config)[:-5]]
+    if glimpses is not None:
+        assert (hp.glimpses, hp.patch_size, hp.scales) == (glimpses, patch, scales)
+        assert cli.datamodule.image_size == (side, side)
+    if distractors:
+        assert cli.datamodule.hparams.num_distractors == distractors
+    assert hp.patch_size <= min(cli.datamodule.image_size)
+
+
+def run_train(*args, cwd):
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--model.init_args.std=0", "std must be > 0"),
+    ("--model.init_args.glimpses=0", "glimpses must be an integer >= 1"),
+    ("--model.init_args.patch_size=64", "larger than the data's 40x40 images"),
+])
+def test_invalid_values_fail_before_training(override, message, tmp_path):
+    r = run_train("fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                  override, "--trainer.max_epochs=1", cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Epoch 0" not in r.stdout + r.stderr  # nothing trained
+    assert not glob.glob(str(tmp_path / "runs" / "**" / "*.ckpt"), recursive=True)
+
+
+def test_missing_mnist_folder_fails_with_instructions(tmp_path):
+    r = run_train("fit", "--config", os.path.join(ROOT, "configs", "ram_mnist.yaml"),
+                  f"--data.init_args.data_dir={tmp_path / 'nowhere'}",
+                  "--data.init_args.download=false", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "train-images-idx3-ubyte" in r.stderr and "data_dir" in r.stderr
+
+
+def test_quickstart_short_run_end_to_end(tmp_path):
+    """fit (2 short epochs) -> test on the best checkpoint -> metrics printed, PNGs written."""
+    r = run_train("fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                  "--trainer.max_epochs=2", "--trainer.limit_train_batches=3",
+                  "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    for name in ("test/acc", "test/error", "test/acc_glimpse1"):
+        assert name in out
+    assert "RAM test accuracy:" in out
+    pngs = glob.glob(str(tmp_path / "runs" / "ram_quickstart" / "version_0" / "glimpses" / "*.png"))
+    assert len(pngs) == 9  # 8 trajectories + the contact sheet
+    assert all(os.path.getsize(p) > 500 for p in pngs)
+    ckpts = glob.glob(str(tmp_path / "runs" / "ram_quickstart" / "version_0" / "checkpoints" / "*.ckpt"))
+    assert ckpts
+    # the checkpoint can be tested again from the command line
+    r2 = run_train("test", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                   f"--ckpt_path={ckpts[0]}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "test/acc_glimpse4" in r2.stdout + r2.stderr

@@ -1,0 +1,510 @@
+"""Tests for datamodules/: tiny generated IDX files, never the real MNIST, never the network."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import socket
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from datamodules import (
+    ClutteredDigitsDataModule,
+    MNISTDataModule,
+    TranslatedClutteredDataset,
+    mnist_files,
+)
+from datamodules.idx import IdxFormatError, read_idx
+from datamodules.synthetic import compose
+
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+# ----------------------------------------------------------------------------- fixtures/helpers
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
+    """Write a uint8 array in the IDX format (magic 0x0000080<ndim>, big-endian sizes)."""
+    data = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    data += struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def fake_arrays(n_train: int = 50, n_test: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random 28x28 "digits" with every pixel >= 1, so the ink box is the whole image."""
+    rng = np.random.default_rng(seed)
+    return {
+        FILES[0]: rng.integers(1, 256, (n_train, 28, 28), dtype=np.uint8),
+        FILES[1]: rng.integers(0, 10, n_train, dtype=np.uint8),
+        FILES[2]: rng.integers(1, 256, (n_test, 28, 28), dtype=np.uint8),
+        FILES[3]: rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+
+
+def write_mnist(root: Path, gz: bool, torchvision_layout: bool = True) -> dict[str, np.ndarray]:
+    arrays = fake_arrays()
+    folder = root / "MNIST" / "raw" if torchvision_layout else root
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        write_idx(folder / name, array, gz)
+    return arrays
+
+
+def make_mnist(root: Path, **kwargs) -> MNISTDataModule:
+    kwargs = {"val_size": 10, "download": False, "batch_size": 8, **kwargs}
+    dm = MNISTDataModule(data_dir=str(root), **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def find_digit(canvas: torch.Tensor, digit: torch.Tensor) -> list[tuple[int, int]]:
+    """All (row, col) where ``digit`` (Tensor[h, w]) sits in ``canvas`` (Tensor[S, S]) exactly."""
+    h, w = digit.shape
+    size = canvas.shape[0]
+    return [
+        (r, c)
+        for r in range(size - h + 1)
+        for c in range(size - w + 1)
+        if torch.equal(canvas[r : r + h, c : c + w], digit)
+    ]
+
+
+def reference_canvas(ds: TranslatedClutteredDataset, i: int) -> torch.Tensor:
+    """Obviously-correct pixel loop rebuilding item ``i`` from its reported placement."""
+    p = ds.placement(i)
+    images = ds.images.double() / (255.0 if ds.images.dtype == torch.uint8 else 1.0)
+    canvas = torch.zeros(ds.canvas_size, ds.canvas_size, dtype=torch.float64)
+    for y in range(p.digit.height):
+        for x in range(p.digit.width):
+            canvas[p.digit.row + y, p.digit.col + x] = images[i, y, x]
+    for dist in p.distractors:
+        for y in range(dist.crop.height):
+            for x in range(dist.crop.width):
+                value = images[dist.source, dist.crop.row + y, dist.crop.col + x]
+                r, c = dist.paste.row + y, dist.paste.col + x
+                canvas[r, c] = max(canvas[r, c], value)
+    return canvas.float()
+
+
+# ----------------------------------------------------------------------------- idx reader
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_roundtrip(tmp_path, gz):
+    array = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+    out = read_idx(write_idx(tmp_path / "x-idx3-ubyte", array, gz), ndim=3)
+    assert out.dtype == torch.uint8
+    assert np.array_equal(out.numpy(), array)
+
+
+# ----------------------------------------------------------------------------- MNIST: plain
+@pytest.mark.parametrize("gz, torchvision_layout", [(False, True), (True, True), (True, False)])
+def test_mnist_plain_counts_and_exact_pixels(tmp_path, gz, torchvision_layout):
+    arrays = write_mnist(tmp_path, gz, torchvision_layout)
+    dm = make_mnist(tmp_path)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (40, 10, 20)
+    assert (dm.num_classes, dm.num_channels, dm.image_size) == (10, 1, (28, 28))
+    train_images, train_labels = arrays[FILES[0]], arrays[FILES[1]]
+    # val + train partition the training file
+    train_idx, val_idx = dm.split_indices["train"], dm.split_indices["val"]
+    assert sorted(torch.cat([train_idx, val_idx]).tolist()) == list(range(50))
+    for split, ds in (("train", dm.train_set), ("val", dm.val_set)):
+        for k in range(len(ds)):
+            image, label = ds[k]
+            src = int(dm.split_indices[split][k])
+            assert image.shape == (1, 28, 28) and image.dtype == torch.float32
+            assert label.dtype == torch.int64 and int(label) == train_labels[src]
+            assert torch.equal(image[0], torch.from_numpy(train_images[src]).float() / 255)
+    for k in range(len(dm.test_set)):
+        image, label = dm.test_set[k]
+        assert torch.equal(image[0], torch.from_numpy(arrays[FILES[2]][k]).float() / 255)
+        assert int(label) == arrays[FILES[3]][k]
+    assert 0.0 < float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_mnist_loaders_batches_and_flags(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    dm = make_mnist(tmp_path, variant="translated", canvas_size=36, batch_size=16)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == math.ceil(40 / 16)  # drop_last=False
+    assert sum(len(y) for _, y in batches) == 40
+    x, y = batches[0]
+    assert x.shape == (16, 1, 36, 36) and x.dtype == torch.float32
+    assert y.shape == (16,) and y.dtype == torch.int64 and 0 <= int(y.min()) <= int(y.max()) <= 9
+    assert [len(y) for _, y in dm.val_dataloader()] == [10]
+    assert [len(y) for _, y in dm.predict_dataloader()] == [16, 4]
+    assert dm.hparams.variant == "translated" and dm.hparams.canvas_size == 36
+    assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+    assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
+    assert isinstance(dm.test_dataloader().sampler, SequentialSampler)
+    workers = MNISTDataModule(str(tmp_path), num_workers=2, download=False, val_size=10)
+    workers.setup("fit")
+    loader = workers.train_dataloader()
+    assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
+
+
+def test_loaders_before_setup_raise(tmp_path):
+    dm = MNISTDataModule(str(tmp_path), download=False)
+    with pytest.raises(RuntimeError, match="setup"):
+        dm.train_dataloader()
+
+
+# ----------------------------------------------------------------------------- translated
+def test_translated_keeps_digit_intact_and_background_black(tmp_path):
+    write_mnist(tmp_path, gz=False)
+    dm = make_mnist(tmp_path, variant="translated", canvas_size=40)
+    assert dm.image_size == (40, 40)
+    digit_rows = set()
+    for ds in (dm.test_set, dm.train_set):
+        for k in range(len(ds)):
+            image = ds[k][0][0]
+            digit = ds.images[k].float() / 255
+            assert image.shape == (40, 40)
+            assert torch.allclose(image.sum(), digit.sum())  # exactly the digit's mass
+            ((row, col),) = find_digit(image, digit)
+            assert int((image > 0).sum()) == 28 * 28  # nothing else on the canvas
+            if ds.fixed_seed is not None:
+                assert tuple(ds.box(k)) == (row, col, 28, 28)
+            digit_rows.add(row)
+    assert len(digit_rows) > 5  # positions actually vary over the 13 possible rows
+
+
+def test_fixed_seed_items_repeat_and_train_items_change(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    a = make_mnist(tmp_path, variant="cluttered", canvas_size=44)
+    b = make_mnist(tmp_path, variant="cluttered", canvas_size=44)
+    for ds_a, ds_b in ((a.val_set, b.val_set), (a.test_set, b.test_set)):
+        for k in range(len(ds_a)):
+            first = ds_a[k][0]
+            assert torch.equal(first, ds_a[k][0])  # two reads
+            assert torch.equal(first, ds_b[k][0])  # two instances
+    assert [a.val_set.box(k) for k in range(10)] != [a.test_set.box(k) for k in range(10)]
+    other = make_mnist(tmp_path, variant="cluttered", canvas_size=44, seed=5)
+    assert not all(torch.equal(a.test_set[k][0], other.test_set[k][0]) for k in range(20))
+    torch.manual_seed(0)
+    reads = [torch.stack([a.train_set[k][0] for k in range(10)]) for _ in range(2)]
+    assert not torch.equal(reads[0], reads[1])  # on-the-fly augmentation
+    torch.manual_seed(0)
+    assert torch.equal(torch.stack([a.train_set[k][0] for k in range(10)]), reads[0])
+
+
+def test_train_placement_is_uniform_over_the_canvas():
+    images = torch.full((2, 4, 4), 255, dtype=torch.uint8)
+    ds = TranslatedClutteredDataset(images, torch.zeros(2), canvas_size=6)  # 3x3 positions
+    torch.manual_seed(0)
+    counts = torch.zeros(3, 3)
+    for _ in range(900):
+        ((row, col),) = find_digit(ds[0][0][0], torch.ones(4, 4))
+        counts[row, col] += 1
+    assert counts.min() > 70 and counts.max() < 130  # expected 100 each
+
+
+# ----------------------------------------------------------------------------- cluttered
+def test_cluttered_matches_pixel_loop_reference(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    dm = make_mnist(
+        tmp_path, variant="cluttered", canvas_size=50, num_distractors=3, distractor_size=8
+    )
+    ds = dm.test_set
+    assert dm.image_size == (50, 50)
+    for k in range(len(ds)):
+        image = ds[k][0]
+        assert image.shape == (1, 50, 50)
+        p = ds.placement(k)
+        assert len(p.distractors) == 3
+        assert all(d.source != k and 0 <= d.source < len(ds) for d in p.distractors)
+        assert torch.equal(image[0], reference_canvas(ds, k))
+        digit = ds.images[k].float() / 255
+        box = ds.box(k)
+        under = image[0, box.row : box.row + 28, box.col : box.col + 28]
+        assert torch.all(under >= digit)  # clutter never darkens the digit
+        assert float(image.sum()) >= float(digit.sum())
+    # more mass than the digit alone (pixels > 0 everywhere in the fake digits)
+    extra = [int((ds[k][0] > 0).sum()) - 28 * 28 for k in range(len(ds))]
+    assert sum(e > 0 for e in extra) >= 15 and max(extra) <= 3 * 64
+
+
+def test_distractors_come_from_other_images():
+    # two flat images, 100 and 200: item 0 may only get clutter valued 200, item 1 only 100
+    images = torch.tensor([100, 200], dtype=torch.uint8).view(2, 1, 1).expand(2, 4, 4)
+    labels = torch.tensor([0, 1])
+    for seed in range(30):
+        ds = TranslatedClutteredDataset(images, labels, 12, 3, 2, fixed_seed=seed)
+        assert [d.source for i in (0, 1) for d in ds.placement(i).distractors] == [1] * 3 + [0] * 3
+    ds = TranslatedClutteredDataset(images, labels, 12, 3, 2)
+    torch.manual_seed(0)
+    for _ in range(50):
+        item0, item1 = ds[0][0], ds[1][0]
+        assert int((item0 == 100 / 255).sum()) <= 16 and int((item0 == 200 / 255).sum()) > 0
+        assert int((item1 == 200 / 255).sum()) == 16
+
+
+def test_more_distractors_add_more_clutter():
+    images = torch.randint(1, 256, (30, 10, 10), dtype=torch.uint8)
+    labels = torch.zeros(30, dtype=torch.long)
+
+    def ink(k: int) -> float:
+        ds = TranslatedClutteredDataset(images, labels, 40, k, 4, fixed_seed=0)
+        return sum(int((ds[i][0] > 0).sum()) for i in range(30)) / 30 - 100
+
+    clutter = [ink(k) for k in (0, 2, 8)]
+    assert clutter[0] == 0 and 0 < clutter[1] < clutter[2] <= 8 * 16
+
+
+def test_compose_matches_loop_and_rejects_out_of_canvas():
+    digit = torch.rand(5, 4)
+    patch = torch.rand(2, 2)
+    out = compose(digit, 7, (2, 3), [(patch, (1, 3)), (patch * 0.5, (5, 0))])
+    ref = torch.zeros(7, 7)
+    ref[2:7, 3:7] = digit
+    for (r, c), p in (((1, 3), patch), ((5, 0), patch * 0.5)):
+        for y in range(2):
+            for x in range(2):
+                ref[r + y, c + x] = max(ref[r + y, c + x], p[y, x])
+    assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match="row <= 2"):
+        compose(digit, 7, (3, 0))
+    with pytest.raises(ValueError, match="distractor"):
+        compose(digit, 7, (0, 0), [(patch, (0, -1))])
+
+
+def test_placement_needs_fixed_seed():
+    ds = TranslatedClutteredDataset(torch.zeros(3, 4, 4), torch.zeros(3), 8, 1, 2)
+    with pytest.raises(ValueError, match="fixed_seed"):
+        ds.box(0)
+
+
+# ----------------------------------------------------------------------------- missing / corrupt
+def test_missing_files_without_download(tmp_path):
+    folder = tmp_path / "nowhere"
+    dm = MNISTDataModule(str(folder), download=False)
+    with pytest.raises(FileNotFoundError) as err:
+        dm.prepare_data()
+    message = str(err.value)
+    assert all(name in message for name in FILES)
+    assert str(folder.resolve() / "MNIST" / "raw") in message
+    assert "ossci-datasets.s3.amazonaws.com/mnist" in message and "yann.lecun.com" in message
+    assert "--data.init_args.data_dir" in message
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        dm.setup("fit")  # also when prepare_data was skipped
+
+
+def test_missing_one_file_is_named(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="missing t10k-images-idx3-ubyte \\("):
+        make_mnist(tmp_path)
+
+
+def test_missing_files_with_download_fails_fast(tmp_path, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known (test: network disabled)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # never touch the network
+    previous = socket.getdefaulttimeout()
+    dm = MNISTDataModule(str(tmp_path / "data"), download=True)
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as err:
+        dm.prepare_data()
+    assert time.monotonic() - start < 10
+    assert "train-images-idx3-ubyte" in str(err.value)
+    assert "Automatic download failed" in str(err.value)
+    assert socket.getdefaulttimeout() == previous
+
+
+def test_download_attempt_is_abandoned_after_deadline(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def hang(*args, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", hang)
+    start = time.monotonic()
+    reason = mnist_files.try_download(tmp_path, deadline=0.5)
+    assert time.monotonic() - start < 5
+    assert "deadline" in reason
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("damage", ["magic", "truncated", "trailing", "count"])
+def test_corrupt_file_names_the_file(tmp_path, gz, damage):
+    write_mnist(tmp_path, gz=gz)
+    suffix = ".gz" if gz else ""
+    path = tmp_path / "MNIST" / "raw" / f"train-images-idx3-ubyte{suffix}"
+    raw = gzip.decompress(path.read_bytes()) if gz else path.read_bytes()
+    if damage == "magic":
+        raw = b"\x00\x00\x08\x01" + raw[4:]
+    elif damage == "truncated":
+        raw = raw[:-100]
+    elif damage == "trailing":
+        raw = raw + bytes(28)
+    else:  # 49 images for 50 labels
+        raw = raw[:7] + bytes([49]) + raw[8 : -28 * 28]
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    expected = {
+        "magic": "magic number",
+        "truncated": "truncated",
+        "trailing": "holds 39228",
+        "count": "49 images",
+    }[damage]
+    with pytest.raises(IdxFormatError, match=expected) as err:
+        make_mnist(tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_broken_gzip_names_the_file(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    path = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(IdxFormatError, match="t10k-labels-idx1-ubyte.gz"):
+        make_mnist(tmp_path)
+
+
+# ----------------------------------------------------------------------------- invalid values
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"variant": "rotated"}, "variant"),
+        ({"variant": "translated", "canvas_size": 27}, "canvas_size"),
+        ({"variant": "cluttered", "num_distractors": 0}, "num_distractors"),
+        ({"distractor_size": 29}, "distractor_size"),
+        ({"distractor_size": 0}, "distractor_size"),
+        ({"val_size": 0}, "val_size"),
+        ({"val_size": 60_000}, "val_size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_mnist_invalid_values(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        MNISTDataModule(**kwargs)
+
+
+def test_mnist_val_size_larger_than_file(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    with pytest.raises(ValueError, match="val_size < 50"):
+        make_mnist(tmp_path, val_size=50)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_workers": -2}, "num_workers"),
+        ({"upscale": 0}, "upscale"),
+        ({"canvas_size": 15}, "canvas_size"),
+        ({"num_distractors": -1}, "num_distractors"),
+        ({"distractor_size": 17}, "distractor_size"),
+        ({"val_size": 1}, "val_size"),
+        ({"val_size": 1000, "test_size": 797}, "test_size"),
+    ],
+)
+def test_digits_invalid_values(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ClutteredDigitsDataModule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 27), "canvas_size"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 60, -1), "num_distractors"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 60, 2, 29), "distractor_size"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 60, 2, 0), "distractor_size"),
+        ((torch.zeros(1, 28, 28), torch.zeros(1), 60, 2), "num_distractors"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 60, 2, 8, -3), "fixed_seed"),
+        ((torch.zeros(4, 1, 28, 28), torch.zeros(4), 60), "Tensor\\[N, h, w\\]"),
+        ((torch.zeros(4, 28, 28), torch.zeros(3), 60), "labels"),
+    ],
+)
+def test_dataset_invalid_values(args, name):
+    with pytest.raises(ValueError, match=name):
+        TranslatedClutteredDataset(*args)
+
+
+# ----------------------------------------------------------------------------- sklearn digits
+@pytest.fixture(scope="module")
+def digits_pair():
+    a, b = ClutteredDigitsDataModule(), ClutteredDigitsDataModule(seed=7)
+    a.setup("fit")
+    b.setup("fit")
+    return a, b
+
+
+def test_digits_splits(digits_pair):
+    from sklearn.datasets import load_digits
+
+    dm, _ = digits_pair
+    idx = {split: set(v.tolist()) for split, v in dm.split_indices.items()}
+    assert {split: len(v) for split, v in idx.items()} == {"train": 1297, "val": 200, "test": 300}
+    assert not (idx["train"] & idx["val"]) and not (idx["train"] & idx["test"])
+    assert not (idx["val"] & idx["test"])
+    assert idx["train"] | idx["val"] | idx["test"] == set(range(1797))
+    target = torch.as_tensor(load_digits().target)
+    assert torch.equal(dm.test_set.labels, target[dm.split_indices["test"]])
+    assert len(set(dm.test_set.labels.tolist())) == 10
+
+
+def test_digits_items(digits_pair):
+    dm, _ = digits_pair
+    assert (dm.num_classes, dm.num_channels, dm.image_size) == (10, 1, (40, 40))
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 1, 40, 40) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and float(x.max()) > 0.9
+    assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) <= 9
+    assert dm.test_set.images.shape[1:] == (16, 16)  # upscale=2
+    k = 3
+    assert torch.equal(dm.test_set[k][0][0], reference_canvas(dm.test_set, k))
+
+
+def test_digits_test_set_is_the_same_for_everyone(digits_pair):
+    a, b = digits_pair  # b was built with another seed
+    assert torch.equal(a.split_indices["test"], b.split_indices["test"])
+    for k in range(0, 300, 7):
+        assert torch.equal(a.test_set[k][0], b.test_set[k][0])
+        assert torch.equal(a.val_set[k % 200][0], b.val_set[k % 200][0])
+
+
+def test_digits_fit_one_batch():
+    """The data module plugs into a Trainer (CPU fast_dev_run)."""
+
+    class Probe(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(40 * 40, 10))
+            self.seen: list[tuple[int, ...]] = []
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            self.seen.append(tuple(x.shape))
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            self.seen.append(tuple(batch[0].shape))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    probe = Probe()
+    trainer = pl.Trainer(
+        fast_dev_run=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(probe, datamodule=ClutteredDigitsDataModule(batch_size=4))
+    assert probe.seen == [(4, 1, 40, 40), (4, 1, 40, 40)]

@@ -1,0 +1,104 @@
+"""RAM modules: shapes, the hybrid loss, which loss reaches which parameters, config checks."""
+
+import math
+
+import pytest
+import torch
+
+from raccn.losses import ram_loss
+from raccn.models import RecurrentAttentionModel
+
+
+def small_model(**kw):
+    args = dict(num_classes=5, glimpses=3, patch_size=4, scales=2, glimpse_hidden=16,
+                glimpse_dim=32, hidden_size=32, std=0.2)
+    args.update(kw)
+    return RecurrentAttentionModel(**args)
+
+
+@pytest.mark.parametrize("B", [1, 4])
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_output_shapes(B, core):
+    torch.manual_seed(0)
+    out = small_model(core=core)(torch.rand(B, 1, 20, 24))
+    assert out.logits.shape == (B, 3, 5)
+    assert out.locations.shape == (B, 3, 2)
+    assert out.log_pi.shape == (B, 2) and out.baselines.shape == (B, 2)
+    assert out.locations.abs().max() <= 1.0
+    assert not out.locations.requires_grad  # actions are detached
+
+
+def test_single_glimpse_has_no_policy_terms():
+    out = small_model(glimpses=1)(torch.rand(2, 1, 16, 16))
+    assert out.log_pi.shape == (2, 0) and out.logits.shape == (2, 1, 5)
+    loss = ram_loss(out.logits[:, -1], torch.tensor([0, 1]), out.log_pi, out.baselines)
+    assert torch.isfinite(loss.loss) and loss.reinforce == 0 and loss.baseline == 0
+
+
+def test_center_init_and_deterministic_path_repeat():
+    m = small_model(init_loc="center")
+    x = torch.rand(2, 1, 16, 16)
+    a, b = m(x, deterministic=True), m(x, deterministic=True)
+    assert torch.equal(a.locations[:, 0], torch.zeros(2, 2))
+    torch.testing.assert_close(a.locations, b.locations)
+
+
+def test_ram_loss_hand_computed():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # predictions 0, 1
+    target = torch.tensor([0, 0])  # first right (R=1), second wrong (R=0)
+    log_pi = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]])
+    baselines = torch.tensor([[0.5, 0.25], [0.5, 0.0]])
+    parts = ram_loss(logits, target, log_pi, baselines, reinforce_weight=2.0)
+    ce = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
+    # advantages: [[0.5, 0.75], [-0.5, 0]];  -sum(log_pi * adv) per sample: [2.0, -0.25]
+    reinforce = (2.0 - 0.25) / 2
+    mse = ((0.5**2 + 0.75**2) + (0.5**2 + 0.0)) / 4
+    assert parts.reward.tolist() == [1.0, 0.0]
+    assert parts.ce.item() == pytest.approx(ce, rel=1e-6)
+    assert parts.reinforce.item() == pytest.approx(reinforce, rel=1e-6)
+    assert parts.baseline.item() == pytest.approx(mse, rel=1e-6)
+    assert parts.loss.item() == pytest.approx(ce + 2 * reinforce + mse, rel=1e-6)
+
+
+def grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: (p.grad is not None and p.grad.abs().sum().item() > 0) for n, p in model.named_parameters()}
+
+
+def test_gradient_routing():
+    torch.manual_seed(3)
+    m = small_model()
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 5, (8,))
+
+    def parts():
+        out = m(x)
+        return ram_loss(out.logits[:, -1], y, out.log_pi, out.baselines)
+
+    full = grads(m, parts().loss)
+    for group in ("glimpse_net", "core", "classifier", "baseline", "locator"):
+        names = [n for n in full if n.startswith(group)]
+        assert names and all(full[n] for n in names), f"hybrid loss misses {group}: {full}"
+
+    ce = grads(m, parts().ce)
+    assert not any(ce[n] for n in ce if n.startswith(("locator", "baseline")))
+    assert all(ce[n] for n in ce if n.startswith(("glimpse_net", "core", "classifier")))
+
+    mse = grads(m, parts().baseline)
+    assert {n for n, g in mse.items() if g} == {n for n in mse if n.startswith("baseline")}
+
+    rl = grads(m, parts().reinforce)
+    assert {n for n, g in rl.items() if g} == {n for n in rl if n.startswith("locator")}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"std": 0.0}, "std must be > 0"),
+    ({"std": -1.0}, "std must be > 0"),
+    ({"glimpses": 0}, "glimpses must be an integer >= 1"),
+    ({"patch_size": 0}, "size must be a positive integer"),
+    ({"core": "gru"}, "core cell must be one of"),
+    ({"init_loc": "corner"}, "init_loc must be one of"),
+])
+def test_invalid_config_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        small_model(**kwargs)
