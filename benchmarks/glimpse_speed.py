@@ -24,7 +24,7 @@ from raccn.runtime import tune_cpu_allocator
 
 def loop_glimpse(images: torch.Tensor, loc: torch.Tensor, size: int, scales: int, factor: int) -> torch.Tensor:
     """The reference: one sample at a time, zero-pad, slice, average-pool (integer geometry)."""
-    B, C, H, W = images.shape
+    B, _, H, W = images.shape
     pad = size * factor ** (scales - 1)
     out = []
     for b in range(B):

@@ -9,8 +9,6 @@ process; the quick start uses it). ``data.num_classes`` is linked to ``model.num
 
 from __future__ import annotations
 
-from typing import Optional
-
 from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -29,7 +27,7 @@ class RaccnCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
-    def _best_checkpoint(self) -> Optional[str]:
+    def _best_checkpoint(self) -> str | None:
         for cb in self.trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
                 return cb.best_model_path

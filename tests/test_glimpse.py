@@ -12,7 +12,6 @@ def reference_aligned(images, centres_px, size, scales, factor):
 
     centres_px (list of (cx, cy)) in pixels, such that every square falls on pixel boundaries.
     """
-    B, C, H, W = images.shape
     pad = size * factor ** (scales - 1) + 8
     out = []
     for b, (cx, cy) in enumerate(centres_px):

@@ -10,8 +10,8 @@ from raccn.models import RecurrentAttentionModel
 
 
 def small_model(**kw):
-    args = dict(num_classes=5, glimpses=3, patch_size=4, scales=2, glimpse_hidden=16,
-                glimpse_dim=32, hidden_size=32, std=0.2)
+    args = {"num_classes": 5, "glimpses": 3, "patch_size": 4, "scales": 2, "glimpse_hidden": 16,
+            "glimpse_dim": 32, "hidden_size": 32, "std": 0.2}
     args.update(kw)
     return RecurrentAttentionModel(**args)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -76,5 +76,5 @@ class GlimpseTrajectoryWriter(pl.Callback):
         self.written.append(sheet)
         rank_zero_info(f"Glimpse trajectories written to {folder}")
 
-    def state_dict(self) -> dict[str, Optional[int]]:
+    def state_dict(self) -> dict[str, int | None]:
         return {}

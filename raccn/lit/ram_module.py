@@ -8,8 +8,6 @@ fractions in [0, 1]; errors are percentages.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_info
@@ -48,7 +46,7 @@ class RAMLitModule(pl.LightningModule):
         reinforce_weight: float = 1.0,
         mc_samples: int = 1,
         optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: Optional[LRSchedulerCallable] = None,
+        scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(mc_samples, int) or mc_samples < 1:

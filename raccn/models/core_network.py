@@ -5,8 +5,6 @@ An LSTM core (used by DRAM, Ba et al. 2015) is available with ``cell="lstm"``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor, nn
 
 CELLS = ("rnn", "lstm")
@@ -31,7 +29,7 @@ class CoreNetwork(nn.Module):
         else:
             self.cell = nn.LSTMCell(input_size, hidden_size)
 
-    def forward(self, g_t: Tensor, state: Optional[tuple[Tensor, ...]] = None) -> tuple[Tensor, ...]:
+    def forward(self, g_t: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, ...]:
         """
         Args:
             g_t (Tensor[B, input_size]): glimpse feature.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["glimpse", "area_weights", "check_glimpse_args"]
+__all__ = ["area_weights", "check_glimpse_args", "glimpse"]
 
 
 def check_glimpse_args(size: int, scales: int, scale_factor: float) -> None:

@@ -7,13 +7,13 @@ corner, mapped to pixels by ((x + 1) / 2 * W, (y + 1) / 2 * H).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-__all__ = ["to_pil", "draw_glimpse_path", "loc_to_pixels", "grid"]
+__all__ = ["draw_glimpse_path", "grid", "loc_to_pixels", "to_pil"]
 
 # Step colours: from blue (first glimpse) to red (last), readable on black and white.
 _START, _END = (40, 120, 255), (255, 60, 40)
@@ -21,7 +21,7 @@ _START, _END = (40, 120, 255), (255, 60, 40)
 
 def _step_colour(t: int, steps: int) -> tuple[int, int, int]:
     a = t / max(steps - 1, 1)
-    return tuple(int(round(s + a * (e - s))) for s, e in zip(_START, _END))
+    return tuple(round(s + a * (e - s)) for s, e in zip(_START, _END))
 
 
 def loc_to_pixels(loc: Tensor, height: int, width: int) -> Tensor:
@@ -51,7 +51,7 @@ def draw_glimpse_path(
     scales: int = 1,
     scale_factor: float = 2.0,
     upscale: int = 4,
-    caption: Optional[str] = None,
+    caption: str | None = None,
 ) -> Image.Image:
     """Draw a glimpse trajectory on an image.
 
@@ -69,10 +69,7 @@ def draw_glimpse_path(
     """
     _, H, W = image.shape
     pil = to_pil(image, upscale)
-    caption_height = 14 if caption else 0
-    canvas = Image.new("RGB", (pil.width, pil.height + caption_height), (255, 255, 255))
-    canvas.paste(pil, (0, 0))
-    draw = ImageDraw.Draw(canvas)
+    draw = ImageDraw.Draw(pil)  # drawing on the image itself clips squares at its border
     centres = (loc_to_pixels(locations.detach().float().cpu(), H, W) * upscale).tolist()
     steps = len(centres)
     if steps > 1:
@@ -83,8 +80,11 @@ def draw_glimpse_path(
             half = 0.5 * patch_size * scale_factor**j * upscale
             draw.rectangle([cx - half, cy - half, cx + half - 1, cy + half - 1], outline=colour, width=1)
         draw.text((cx + 2, cy + 1), str(t + 1), fill=colour)
-    if caption:
-        draw.text((2, pil.height + 1), caption, fill=(0, 0, 0))
+    if not caption:
+        return pil
+    canvas = Image.new("RGB", (pil.width, pil.height + 14), (255, 255, 255))
+    canvas.paste(pil, (0, 0))
+    ImageDraw.Draw(canvas).text((2, pil.height + 1), caption, fill=(0, 0, 0))
     return canvas
 
 

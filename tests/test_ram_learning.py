@@ -1,0 +1,53 @@
+"""A tiny fit that learns: the class is written in the top-left 4x4 corner of a noisy 12x12
+image, the first glimpse (4x4, centre) sees only noise, so the model is right only if the
+location policy learns, through REINFORCE, to send the second glimpse to the corner."""
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from raccn.lit import RAMLitModule
+
+
+def corner_task(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 1, 12, 12, generator=g) * 0.3
+    patterns = torch.zeros(4, 4, 4)
+    patterns[0, :2], patterns[1, 2:], patterns[2, :, :2], patterns[3, :, 2:] = 1, 1, 1, 1
+    x[:, 0, :4, :4] = patterns[y]
+    return TensorDataset(x, y)
+
+
+class CornerData(pl.LightningDataModule):
+    num_classes, num_channels, image_size = 4, 1, (12, 12)
+
+    def train_dataloader(self):
+        return DataLoader(corner_task(64 * 700, 0), batch_size=64, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(corner_task(500, 1), batch_size=250)
+
+    test_dataloader = val_dataloader
+
+
+def test_ram_learns_where_to_look(tmp_path):
+    pl.seed_everything(0)
+    model = RAMLitModule(
+        num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32, glimpse_dim=64,
+        hidden_size=64, std=0.25, init_loc="center",
+        optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
+    )
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    data = CornerData()
+    trainer.fit(model, datamodule=data)
+    (result,) = trainer.test(model, datamodule=data, verbose=False)
+    assert result["test/acc"] > 0.9
+    assert result["test/acc_glimpse1"] < 0.5  # one look at the centre cannot tell
+    assert result["test/error"] < 10.0
+    x = data.val_dataloader().dataset.tensors[0][:100]
+    with torch.no_grad():
+        second = model.net(x, deterministic=True).locations[:, 1]
+    assert (second < -0.4).all()  # the policy mean points at the top-left corner
