@@ -12,6 +12,7 @@ from raccn.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml")))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED = {  # config -> (glimpses, patch_size, scales, image side, distractors)
     "ram_quickstart": (None, None, None, None, None),
@@ -89,3 +90,54 @@ def test_quickstart_short_run_end_to_end(tmp_path):
                    f"--ckpt_path={ckpts[0]}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "test/acc_glimpse4" in r2.stdout + r2.stderr
+
+
+# -- RA-CNN configs on fixture folders in the real layouts ----------------------------------
+from finegrained_fixtures import write_cars, write_cub, write_dogs  # noqa: E402
+
+RACNN = {"racnn_cub": write_cub, "racnn_dogs": write_dogs, "racnn_cars": write_cars}
+
+
+@pytest.mark.parametrize("name", sorted(RACNN))
+def test_racnn_paper_configs_instantiate(name, tmp_path):
+    fixture = RACNN[name](tmp_path / "data")
+    cli = main(["--config", os.path.join(ROOT, "configs", f"{name}.yaml"),
+                f"--data.init_args.data_dir={tmp_path / 'data'}", "--model.init_args.weights=null",
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+    hp = cli.model.hparams
+    assert (hp.backbone, hp.num_scales, list(hp.input_sizes)) == ("vgg19", 3, [448, 224, 224])
+    assert (hp.k, hp.margin, round(hp.min_side_fraction, 4), hp.fusion) == (10.0, 0.05, 0.3333, "concat")
+    assert hp.num_classes == cli.datamodule.num_classes == len({i.label for i in fixture.images})
+    assert len(cli.model.net.trunks) == 3  # separate trunks (paper)
+
+
+def test_racnn_fit_and_test_on_cub_fixture(tmp_path):
+    """Pre-training, both phases and the test table, end to end through train.py."""
+    write_cub(tmp_path / "data", num_classes=3, n_train=4, n_test=2)
+    r = run_train(
+        "fit", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"),
+        f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.image_size=64",
+        "--data.init_args.resize_size=72", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+        "--model.init_args.backbone=resnet18", "--model.init_args.weights=null",
+        "--model.init_args.input_sizes=[64, 64, 64]", "--model.init_args.apn_pretrain_steps=1",
+        "--model.init_args.phase_unit=steps", "--model.init_args.cls_length=1",
+        "--model.init_args.rank_length=1", "--trainer.max_steps=4", "--trainer.accelerator=cpu",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "RA-CNN top-1 accuracy (paper's table)" in out
+    for name in ("test/acc_scale1", "test/acc_scale3", "test/acc_scale1+2+3", "test/acc_fused"):
+        assert name in out
+    metrics = (tmp_path / "runs" / "racnn_cub" / "version_0" / "metrics.csv").read_text()
+    for name in ("train/loss_pretrain", "train/loss_cls", "train/loss_rank", "train/phase", "val/acc_scale2"):
+        assert name in metrics
+
+
+def test_racnn_missing_data_fails_before_training(tmp_path):
+    r = run_train("fit", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"),
+                  f"--data.init_args.data_dir={tmp_path / 'nowhere'}", "--model.init_args.weights=null",
+                  cwd=tmp_path)
+    assert r.returncode != 0
+    assert "images.txt" in r.stderr and "data_dir" in r.stderr
+    assert "Epoch 0" not in r.stdout + r.stderr

@@ -3,3 +3,7 @@
 from raccn.lit.ram_module import RAMLitModule
 
 __all__ = ["RAMLitModule"]
+
+from raccn.lit.racnn_module import RACNNLitModule  # noqa: E402
+
+__all__ += ["RACNNLitModule"]

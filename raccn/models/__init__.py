@@ -3,3 +3,7 @@
 from raccn.models.ram import RAMOutput, RecurrentAttentionModel
 
 __all__ = ["RAMOutput", "RecurrentAttentionModel"]
+
+from raccn.models.racnn import RACNN, RACNNOutput  # noqa: E402
+
+__all__ += ["RACNN", "RACNNOutput"]

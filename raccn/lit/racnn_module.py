@@ -1,0 +1,250 @@
+"""RA-CNN training: APN pre-training, then alternating optimisation (Fu et al. 2017, §3.4).
+
+Phases (manual optimisation, two optimisers):
+
+- ``pretrain`` (optional, ``apn_pretrain_steps``): each APN regresses the square centred on the
+  peak of its trunk's channel-summed last conv response, of side ``apn_pretrain_side`` x input.
+- ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
+  the per-scale cross-entropies plus the fused one (optimiser ``cls_optimizer``).
+- ``rank``: trunks, classifiers and fusion frozen; APNs trained with the pairwise ranking loss
+  (optimiser ``apn_optimizer``); gradients reach the APNs through the zoom's boxcar mask.
+
+``cls`` and ``rank`` alternate, ``cls_length`` / ``rank_length`` steps or epochs each
+(``phase_unit``). The phase and its progress are saved in checkpoints (with both optimisers'
+states), so a resumed run continues the same phase.
+
+Metrics: ``train/loss_cls``, ``train/loss_rank``, ``train/loss_pretrain``, ``train/phase``
+(0 pretrain, 1 cls, 2 rank); ``{val,test}/acc_scale{s}``, ``{val,test}/acc_fused``,
+``{val,test}/acc_scale1+2[+3...]`` (softmax average of scales 1..s), and, when batches carry the
+object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box that makes scale s's input,
+in image pixels). Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from lightning_fabric.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from raccn.losses import ranking_loss
+from raccn.models.racnn import RACNN, RACNNOutput
+from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
+
+PHASES = ("pretrain", "cls", "rank")
+
+
+def _sgd(params):
+    return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-4)
+
+
+class RACNNLitModule(pl.LightningModule):
+    """Model arguments as in ``raccn.models.RACNN``, plus:
+
+    Args:
+        margin: ranking-loss margin (paper: 0.05), >= 0.
+        phase_unit: ``"steps"`` or ``"epochs"``: unit of ``cls_length`` and ``rank_length``.
+        cls_length, rank_length: length of each classification / ranking phase (>= 1).
+        apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
+        apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
+        cls_optimizer: optimiser factory for trunks, classifiers and fusion.
+        apn_optimizer: optimiser factory for the APNs.
+    """
+
+    automatic_optimization = False
+
+    def __init__(
+        self,
+        num_classes: int = 200,
+        backbone: str = "vgg19",
+        weights: str | None = None,
+        num_scales: int = 3,
+        input_sizes: list[int] = (448, 224, 224),
+        shared_trunk: bool = False,
+        apn_hidden: int = 512,
+        apn_pool: int = 7,
+        min_side_fraction: float = 1.0 / 3.0,
+        k: float = 10.0,
+        grid_grad: bool = False,
+        fusion: str = "concat",
+        margin: float = 0.05,
+        phase_unit: str = "steps",
+        cls_length: int = 100,
+        rank_length: int = 100,
+        apn_pretrain_steps: int = 0,
+        apn_pretrain_side: float = 0.5,
+        cls_optimizer: OptimizerCallable = _sgd,
+        apn_optimizer: OptimizerCallable = _adam,
+    ) -> None:
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0 (paper: 0.05), got {margin!r}")
+        if phase_unit not in ("steps", "epochs"):
+            raise ValueError(f"phase_unit must be 'steps' or 'epochs', got {phase_unit!r}")
+        if cls_length < 1 or rank_length < 1:
+            raise ValueError(f"cls_length and rank_length must be >= 1, got {cls_length}, {rank_length}")
+        if apn_pretrain_steps < 0:
+            raise ValueError(f"apn_pretrain_steps must be >= 0, got {apn_pretrain_steps!r}")
+        if not 0.0 < apn_pretrain_side <= 1.0:
+            raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
+        self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
+        self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
+                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion)
+        self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
+        self.phase = "pretrain" if apn_pretrain_steps > 0 else "cls"
+        self.phase_progress = 0
+        self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, num_scales)]
+        acc = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
+        self.metrics = nn.ModuleDict({
+            split: nn.ModuleDict(
+                {f"acc_scale{s + 1}": acc() for s in range(num_scales)}
+                | {"acc_fused": acc()}
+                | {f"acc_{c}": acc() for c in self.combos}
+                | {f"apn_iou_scale{s + 1}": MeanMetric() for s in range(1, num_scales)}
+            )
+            for split in ("val", "test")
+        })
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        net = self.net
+        cls_params = [*net.trunks.parameters(), *net.classifiers.parameters()]
+        if net.fuse is not None:
+            cls_params += list(net.fuse.parameters())
+        return [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
+
+    def _step(self, optimizer, loss: Tensor) -> None:
+        self.toggle_optimizer(optimizer)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+
+    def pretrain_targets(self, out: RACNNOutput) -> list[Tensor]:
+        """Per APN, the square (Tensor[B, 3]) centred on the peak of the channel-summed features,
+        of side ``apn_pretrain_side`` x the input side, moved inside the input."""
+        targets = []
+        for s, box in enumerate(out.boxes):
+            f = out.features[s].detach().sum(1)  # (B, h, w)
+            B, h, w = f.shape
+            L = out.inputs[s].shape[-1]
+            idx = f.flatten(1).argmax(1)
+            cx = ((idx % w).to(box.dtype) + 0.5) * L / w
+            cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
+            tl = torch.full_like(cx, 0.5 * self.hparams.apn_pretrain_side * L)
+            targets.append(torch.stack([cx.clamp(tl, L - tl), cy.clamp(tl, L - tl), tl], dim=1))
+        return targets
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        images, target = batch[0], batch[1]
+        opt_cls, opt_apn = self.optimizers()
+        phase = self.phase
+        if phase == "pretrain":
+            out = self.net(images, detach_boxes=True)
+            loss = sum(
+                F.mse_loss(box / x.shape[-1], t / x.shape[-1])
+                for box, t, x in zip(out.boxes, self.pretrain_targets(out), out.inputs)
+            )
+            self._step(opt_apn, loss)
+            self.log("train/loss_pretrain", loss, prog_bar=True)
+        elif phase == "cls":
+            out = self.net(images, detach_boxes=True)
+            loss = sum(F.cross_entropy(z, target) for z in out.logits)
+            loss = loss + F.cross_entropy(out.fused_logits, target)
+            self._step(opt_cls, loss)
+            self.log("train/loss_cls", loss, prog_bar=True)
+        else:
+            out = self.net(images)
+            loss = ranking_loss(out.logits, target, self.hparams.margin)
+            self._step(opt_apn, loss)
+            self.log("train/loss_rank", loss, prog_bar=True)
+        self.log("train/phase", float(PHASES.index(phase)))
+        self._advance("steps")
+
+    def on_train_epoch_end(self) -> None:
+        self._advance("epochs")
+
+    def _advance(self, unit: str) -> None:
+        hp = self.hparams
+        if self.phase == "pretrain":
+            if unit == "steps":
+                self.phase_progress += 1
+                if self.phase_progress >= hp.apn_pretrain_steps:
+                    self.phase, self.phase_progress = "cls", 0
+            return
+        if unit != hp.phase_unit:
+            return
+        self.phase_progress += 1
+        if self.phase_progress >= (hp.cls_length if self.phase == "cls" else hp.rank_length):
+            self.phase, self.phase_progress = ("rank" if self.phase == "cls" else "cls"), 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["racnn_phase"] = {"phase": self.phase, "progress": self.phase_progress}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("racnn_phase")
+        if state is not None:
+            self.phase, self.phase_progress = state["phase"], state["progress"]
+
+    # -- evaluation ------------------------------------------------------------------------
+    def image_boxes(self, out: RACNNOutput) -> list[Tensor]:
+        """Boxes that make scales 2..N's inputs, in scale-1 image pixels (Tensor[B, 3] each)."""
+        boxes, outer = [], None
+        for s, box in enumerate(out.boxes):
+            outer = box if outer is None else compose_squares(outer, box, out.inputs[s].shape[-1])
+            boxes.append(outer)
+        return boxes
+
+    def _evaluate(self, batch, split: str) -> None:
+        images, target = batch[0], batch[1]
+        out = self.net(images)
+        metrics = self.metrics[split]
+        probs = [z.softmax(-1) for z in out.logits]
+        for s, p in enumerate(probs):
+            metrics[f"acc_scale{s + 1}"].update(p, target)
+        metrics["acc_fused"].update(out.fused_logits, target)
+        for s, name in enumerate(self.combos, start=2):
+            metrics[f"acc_{name}"].update(torch.stack(probs[:s]).mean(0), target)
+        if len(batch) > 2:  # the object's true box (x0, y0, x1, y1) in image pixels
+            for s, box in enumerate(self.image_boxes(out), start=2):
+                metrics[f"apn_iou_scale{s}"].update(box_iou_pairs(square_to_xyxy(box), batch[2].to(box)))
+
+    def _log_epoch(self, split: str) -> dict[str, float]:
+        values = {}
+        for name, metric in self.metrics[split].items():
+            if isinstance(metric, MeanMetric) and metric.update_count == 0:
+                continue
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        self.log_dict(values, prog_bar=split == "val")
+        return {k: float(v) for k, v in values.items()}
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch("test")
+        rows = [f"scale {s + 1}" for s in range(self.net.num_scales)] + [c.replace("scale", "scale ") for c in self.combos]
+        keys = [f"test/acc_scale{s + 1}" for s in range(self.net.num_scales)] + [f"test/acc_{c}" for c in self.combos]
+        table = "\n".join(f"  {r:<16} {100 * values[k]:6.2f} %" for r, k in zip(rows, keys))
+        rank_zero_info(f"RA-CNN top-1 accuracy (paper's table):\n{table}\n  {'fused':<16} {100 * values['test/acc_fused']:6.2f} %")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        out = self.net(images)
+        p, pred = out.fused_logits.softmax(-1).max(1)
+        return {"pred": pred, "prob": p, "boxes": torch.stack(self.image_boxes(out), 1)}

@@ -1,0 +1,93 @@
+"""CNN trunks for RA-CNN, chosen by name from config (one registry, no ``if`` chains).
+
+Each entry builds a torchvision classifier and keeps its convolutional part: the trunk maps
+``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``.
+
+| name | features kept | C | stride s |
+| --- | --- | --- | --- |
+| ``vgg19`` (paper) | conv1_1 .. conv5_4 + ReLU (last max-pool dropped) | 512 | 16 |
+| ``resnet50`` | conv1 .. layer4 | 2048 | 32 |
+| ``resnet18`` | conv1 .. layer4 | 512 | 32 |
+| ``mobilenet_v3_small`` | ``features`` | 576 | 32 |
+
+``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or ``None``
+(random initialisation). Weights are read from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``) or downloaded; when neither works the error says which file to
+put where.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+
+
+class Trunk(NamedTuple):
+    features: nn.Module  #: Tensor[B, 3, H, W] -> Tensor[B, C, h, w]
+    channels: int  #: C
+    stride: int  #: H / h
+
+
+def _vgg(model: nn.Module) -> Trunk:
+    return Trunk(nn.Sequential(*list(model.features.children())[:-1]), 512, 16)
+
+
+def _resnet(channels: int) -> Callable[[nn.Module], Trunk]:
+    def cut(model: nn.Module) -> Trunk:
+        layers = [model.conv1, model.bn1, model.relu, model.maxpool,
+                  model.layer1, model.layer2, model.layer3, model.layer4]
+        return Trunk(nn.Sequential(*layers), channels, 32)
+    return cut
+
+
+def _mobilenet(model: nn.Module) -> Trunk:
+    return Trunk(model.features, 576, 32)
+
+
+BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {
+    "vgg19": _vgg,
+    "resnet50": _resnet(2048),
+    "resnet18": _resnet(512),
+    "mobilenet_v3_small": _mobilenet,
+}
+
+
+def check_backbone(name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: choose one of {sorted(BACKBONES)}")
+
+
+def _load_weights(name: str, weights: str) -> dict:
+    try:
+        enum = get_model_weights(name)[weights] if weights != "DEFAULT" else get_model_weights(name).DEFAULT
+    except KeyError:
+        names = ["DEFAULT"] + [w.name for w in get_model_weights(name)]
+        raise ValueError(f"backbone {name!r} has no weights {weights!r}: use one of {names} or null") from None
+    hub_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    target = os.path.join(hub_dir, os.path.basename(enum.url))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10)
+    try:
+        return enum.get_state_dict(progress=False)
+    except Exception as err:  # no network, proxy, corrupt cache...
+        raise RuntimeError(
+            f"could not load the ImageNet weights {enum} for backbone {name!r} ({type(err).__name__}: "
+            f"{err}). Download {enum.url} and save it as {target} (the torch hub cache; set "
+            f"TORCH_HOME to move it), or set model.init_args.weights: null to train from scratch."
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def build_trunk(name: str, weights: str | None = None) -> Trunk:
+    """Build the convolutional trunk ``name`` (see the table above) with optional weights."""
+    check_backbone(name)
+    model = get_model(name, weights=None)
+    if weights is not None:
+        model.load_state_dict(_load_weights(name, weights))
+    return BACKBONES[name](model)

@@ -1,0 +1,124 @@
+"""Recurrent Attention CNN (RA-CNN), Fu, Zheng, Mei, "Look Closer to See Better", CVPR 2017.
+
+Scale s (1..N) classifies its input x_s with a CNN trunk and a linear classifier on the
+globally pooled last conv features; for s < N its APN proposes a square (tx, ty, tl) on x_s and
+the next input is the attended, amplified crop x_{s+1} = zoom(x_s, box_s, input_sizes[s+1], k)
+(``raccn.ops.zoom``: sigmoid boxcar mask + bilinear resampling, differentiable w.r.t. the box).
+Fusion: L2-normalised descriptors of all scales concatenated into a linear layer (paper), or the
+average of the scales' softmax outputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raccn.models.apn import AttentionProposalNetwork
+from raccn.models.backbones import build_trunk
+from raccn.ops.zoom import zoom
+
+FUSIONS = ("concat", "softmax")
+
+
+class RACNNOutput(NamedTuple):
+    logits: list[Tensor]  #: per scale, Tensor[B, K]
+    fused_logits: Tensor  #: Tensor[B, K] (log-probabilities for ``fusion="softmax"``)
+    boxes: list[Tensor]  #: per APN (N-1), Tensor[B, 3] (tx, ty, tl) in pixels of that scale's input
+    inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is the image
+    features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]
+
+
+class RACNN(nn.Module):
+    """Args:
+        num_classes: K.
+        backbone: trunk name (``raccn.models.backbones.BACKBONES``: vgg19, resnet50, resnet18,
+            mobilenet_v3_small).
+        weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
+        num_scales: N >= 2 (paper: 3).
+        input_sizes: side of each scale's input; scale 1 takes the images as they come (their
+            size should be ``input_sizes[0]``), crops are amplified to ``input_sizes[s]``.
+            Paper: [448, 224, 224].
+        shared_trunk: one trunk for all scales instead of one per scale (paper: separate).
+        apn_hidden, apn_pool, min_side_fraction: see ``AttentionProposalNetwork``.
+        k: steepness of the boxcar mask (paper: 10).
+        grid_grad: let box gradients flow through the sampling grid too (``raccn.ops.zoom``).
+        fusion: ``"concat"`` (paper) or ``"softmax"``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "vgg19",
+        weights: str | None = None,
+        num_scales: int = 3,
+        input_sizes: list[int] | tuple[int, ...] = (448, 224, 224),
+        shared_trunk: bool = False,
+        apn_hidden: int = 512,
+        apn_pool: int = 7,
+        min_side_fraction: float = 1.0 / 3.0,
+        k: float = 10.0,
+        grid_grad: bool = False,
+        fusion: str = "concat",
+    ) -> None:
+        super().__init__()
+        if num_scales < 2:
+            raise ValueError(f"num_scales must be >= 2 (paper: 3), got {num_scales!r}")
+        if len(input_sizes) != num_scales or min(input_sizes) < 1:
+            raise ValueError(
+                f"input_sizes must list one positive side per scale ({num_scales}), got {list(input_sizes)}"
+            )
+        if not k > 0:
+            raise ValueError(f"k (boxcar steepness) must be > 0 (paper: 10), got {k!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        self.num_scales, self.input_sizes = num_scales, [int(s) for s in input_sizes]
+        self.k, self.grid_grad, self.fusion = float(k), grid_grad, fusion
+        trunks = [build_trunk(backbone, weights) for _ in range(1 if shared_trunk else num_scales)]
+        channels = trunks[0].channels
+        self.trunks = nn.ModuleList(t.features for t in trunks)
+        self.classifiers = nn.ModuleList(nn.Linear(channels, num_classes) for _ in range(num_scales))
+        self.apns = nn.ModuleList(
+            AttentionProposalNetwork(channels, apn_hidden, apn_pool, min_side_fraction)
+            for _ in range(num_scales - 1)
+        )
+        self.fuse = nn.Linear(channels * num_scales, num_classes) if fusion == "concat" else None
+
+    def trunk(self, s: int) -> nn.Module:
+        return self.trunks[min(s, len(self.trunks) - 1)]
+
+    def forward(self, images: Tensor, detach_boxes: bool = False) -> RACNNOutput:
+        """
+        Args:
+            images (Tensor[B, C, S, S]): scale-1 input (square).
+            detach_boxes: crop with detached boxes (classification phase: the classification
+                loss then reaches no APN and no earlier trunk through the crops).
+
+        Returns:
+            RACNNOutput; ``boxes`` keep their graph to the APNs either way.
+        """
+        if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"images must be square Tensor[B, C, S, S], got {tuple(images.shape)}")
+        x = images
+        logits, boxes, inputs, features, descriptors = [], [], [x], [], []
+        for s in range(self.num_scales):
+            f = self.trunk(s)(x)
+            d = f.mean(dim=(2, 3))  # (B, C') global average pooling
+            features.append(f)
+            descriptors.append(d)
+            logits.append(self.classifiers[s](d))
+            if s + 1 < self.num_scales:
+                box = self.apns[s](f, x.shape[-1])
+                boxes.append(box)
+                x = zoom(x, box.detach() if detach_boxes else box, self.input_sizes[s + 1],
+                         k=self.k, grid_grad=self.grid_grad)
+                inputs.append(x)
+        if self.fuse is not None:
+            fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))
+        else:
+            fused = torch.stack([z.softmax(-1) for z in logits]).mean(0).log()
+        return RACNNOutput(logits, fused, boxes, inputs, features)

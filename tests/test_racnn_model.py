@@ -1,0 +1,173 @@
+"""RA-CNN model and training procedure: shapes, box bounds, gradient routing per phase,
+phase schedule and its checkpointing, the test table, weights loading, config checks."""
+
+import os
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from raccn.lit import RACNNLitModule
+from raccn.models import RACNN
+from raccn.models.apn import AttentionProposalNetwork
+from raccn.models.backbones import build_trunk
+from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
+
+SMALL = {"backbone": "resnet18", "num_scales": 3, "input_sizes": [64, 64, 64], "apn_hidden": 16,
+         "apn_pool": 2}
+
+
+def test_apn_box_bounds():
+    apn = AttentionProposalNetwork(8, hidden=4, pool=2, min_side_fraction=1 / 3)
+    feats = torch.randn(4, 8, 4, 4)
+    torch.testing.assert_close(apn(feats, 90), torch.tensor([[45.0, 45.0, 30.0]]).expand(4, 3))  # init: centred
+    with torch.no_grad():
+        apn.fc2.bias.copy_(torch.tensor([-50.0, 50.0, -50.0]))  # u = (0, 1, 0): smallest box, left, bottom
+    torch.testing.assert_close(apn(feats, 90), torch.tensor([[15.0, 75.0, 15.0]]).expand(4, 3))
+    with torch.no_grad():
+        apn.fc2.bias.copy_(torch.tensor([50.0, -50.0, 50.0]))  # largest box: the whole image
+    torch.testing.assert_close(apn(feats, 90), torch.tensor([[45.0, 45.0, 45.0]]).expand(4, 3))
+    torch.nn.init.normal_(apn.fc2.weight, std=5.0)
+    tx, ty, tl = apn(torch.randn(256, 8, 4, 4), 90).unbind(1)
+    assert (tl >= 15 - 1e-4).all() and (tl <= 45 + 1e-4).all()  # [L/6, L/2]
+    assert (tx - tl >= -1e-4).all() and (tx + tl <= 90 + 1e-4).all()
+    assert (ty - tl >= -1e-4).all() and (ty + tl <= 90 + 1e-4).all()
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("fusion", ["concat", "softmax"])
+def test_forward_shapes(B, fusion):
+    torch.manual_seed(0)
+    net = RACNN(7, fusion=fusion, **SMALL)
+    out = net(torch.rand(B, 3, 64, 64))
+    assert [z.shape for z in out.logits] == [(B, 7)] * 3 and out.fused_logits.shape == (B, 7)
+    assert [x.shape[-1] for x in out.inputs] == [64, 64, 64]
+    assert [b.shape for b in out.boxes] == [(B, 3)] * 2
+
+
+def test_shared_trunk_has_one_trunk():
+    assert len(RACNN(5, shared_trunk=True, **SMALL).trunks) == 1
+    assert len(RACNN(5, **SMALL).trunks) == 3
+
+
+def nonzero_grads(module):
+    return {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_gradient_routing_of_the_two_losses():
+    torch.manual_seed(1)
+    net = RACNN(5, **SMALL)
+    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    out = net(x, detach_boxes=True)
+    sum(torch.nn.functional.cross_entropy(z, y) for z in out.logits).backward()
+    cls = nonzero_grads(net)
+    assert not any(n.startswith("apns") for n in cls)  # classification never reaches the APNs
+    assert any(n.startswith("trunks.2") for n in cls) and any(n.startswith("classifiers.2") for n in cls)
+    net.zero_grad()
+    from raccn.losses import ranking_loss
+    out = net(x)
+    ranking_loss(out.logits, y, margin=1.0).backward()  # margin 1: every pair is active
+    rank = nonzero_grads(net)
+    assert any(n.startswith("apns.0") for n in rank) and any(n.startswith("apns.1") for n in rank)
+
+
+def test_compose_squares_and_iou():
+    outer = torch.tensor([[50.0, 40.0, 20.0]])  # crop [30, 70] x [20, 60], amplified to 80 px
+    inner = torch.tensor([[40.0, 40.0, 10.0]])  # centre of the crop, half side 10 crop px
+    img = compose_squares(outer, inner, 80)
+    torch.testing.assert_close(img, torch.tensor([[50.0, 40.0, 5.0]]))
+    a = square_to_xyxy(torch.tensor([[10.0, 10.0, 5.0], [10.0, 10.0, 5.0]]))
+    b = torch.tensor([[5.0, 5.0, 15.0, 15.0], [10.0, 5.0, 20.0, 15.0]])
+    torch.testing.assert_close(box_iou_pairs(a, b), torch.tensor([1.0, 1 / 3]))
+
+
+def loader(n=8, size=64, with_box=True):
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.rand(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)]
+    if with_box:
+        tensors.append(torch.tensor([[8.0, 8.0, 40.0, 40.0]]).expand(n, 4))
+    return DataLoader(TensorDataset(*tensors), batch_size=4)
+
+
+class TinyData(pl.LightningDataModule):
+    num_classes = 5
+
+    def train_dataloader(self):
+        return loader(with_box=False)
+
+    def val_dataloader(self):
+        return loader()
+
+    test_dataloader = val_dataloader
+
+
+def module(**kw):
+    args = {**SMALL, "num_classes": 5, "cls_length": 2, "rank_length": 1, "apn_pretrain_steps": 1}
+    args.update(kw)
+    return RACNNLitModule(**args)
+
+
+def test_alternation_schedule_and_resume(tmp_path):
+    pl.seed_everything(0)
+    m = module()
+    phases = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            phases.append(pl_module.phase)
+
+    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[Spy()],
+                         num_sanity_val_steps=0, limit_val_batches=1)
+    trainer.fit(m, datamodule=TinyData())
+    assert phases == ["pretrain", "cls", "cls", "rank", "cls", "cls"]
+    ckpt = tmp_path / "mid.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["racnn_phase"] == {"phase": "rank", "progress": 0}
+    assert len(state["optimizer_states"]) == 2 and all(s["state"] for s in state["optimizer_states"])
+    resumed = module()
+    resumed.on_load_checkpoint(state)
+    assert (resumed.phase, resumed.phase_progress) == ("rank", 0)
+
+
+def test_test_table_and_metric_names(tmp_path, capsys):
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    (result,) = trainer.test(module(), datamodule=TinyData(), verbose=False)
+    expected = {"test/acc_scale1", "test/acc_scale2", "test/acc_scale3", "test/acc_fused",
+                "test/acc_scale1+2", "test/acc_scale1+2+3", "test/apn_iou_scale2", "test/apn_iou_scale3"}
+    assert expected <= set(result)
+    assert all(0.0 <= v <= 1.0 for v in result.values())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"k": 0.0}, "k .* must be > 0"),
+    ({"margin": -0.1}, "margin must be >= 0"),
+    ({"min_side_fraction": 1.0}, "min_side_fraction must be in \\(0, 1\\)"),
+    ({"min_side_fraction": 0.0}, "min_side_fraction must be in \\(0, 1\\)"),
+    ({"num_scales": 1, "input_sizes": [64]}, "num_scales must be >= 2"),
+    ({"input_sizes": [64, 32]}, "input_sizes must list one"),
+    ({"backbone": "alexnet"}, "unknown backbone"),
+    ({"phase_unit": "hours"}, "phase_unit"),
+])
+def test_invalid_config_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        module(**kwargs)
+
+
+def test_weights_from_the_hub_cache_and_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="resnet18-f37072fd.pth.*weights: null"):
+        build_trunk("resnet18", "DEFAULT")  # no cached file, no network here
+    import torchvision
+    reference = torchvision.models.resnet18()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    trunk = build_trunk("resnet18", "IMAGENET1K_V1")
+    torch.testing.assert_close(trunk.features[0].weight, reference.conv1.weight)
+    assert os.path.exists(cache / "resnet18-f37072fd.pth")
+    with pytest.raises(ValueError, match="has no weights"):
+        build_trunk("resnet18", "IMAGENET9K")
