@@ -91,10 +91,11 @@ def test_mask_inside_outside_edges():
     assert m[8, 7] > 1 - 1e-6  # 3 px inside
     assert m[0, 0] < 1e-12 and m[11, 25] < 1e-12 and m[1, 9] < 1e-12  # far outside
     # on the left edge (x = 4.5 at column 4), deep inside in y: 0.5
-    torch.testing.assert_close(m[11, 4], torch.tensor(0.5, dtype=torch.float64), rtol=0, atol=1e-6)
+    half, quarter = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.25, dtype=torch.float64)
+    torch.testing.assert_close(m[11, 4], half, rtol=0, atol=1e-6)
     # on the bottom edge (y = 16.5 at row 16), deep inside in x: 0.5; on a corner: 0.25
-    torch.testing.assert_close(m[16, 9], torch.tensor(0.5, dtype=torch.float64), rtol=0, atol=1e-6)
-    torch.testing.assert_close(m[16, 14], torch.tensor(0.25, dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m[16, 9], half, rtol=0, atol=1e-6)
+    torch.testing.assert_close(m[16, 14], quarter, rtol=0, atol=1e-6)
     # separable (outer product of a column and a row) and symmetric about the centre
     torch.testing.assert_close(m, m[:, 9:10] * m[11:12, :] / m[11, 9], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(m[11, 4:15], m[11, 4:15].flip(0), rtol=0, atol=1e-15)
@@ -102,7 +103,8 @@ def test_mask_inside_outside_edges():
 
 
 def test_mask_gradcheck():
-    boxes = torch.tensor([[3.3, 2.6, 1.7], [5.1, 4.2, 2.4]], dtype=torch.float64, requires_grad=True)
+    boxes = torch.tensor([[3.3, 2.6, 1.7], [5.1, 4.2, 2.4]], dtype=torch.float64)
+    boxes.requires_grad_()
     assert torch.autograd.gradcheck(lambda b: boxcar_mask(b, 6, 9, k=3.0), (boxes,))
 
 
@@ -122,14 +124,14 @@ def test_mask_gradient_equals_analytic_derivative(k):
     tx, ty, tl = (c[:, None].detach() for c in boxes.unbind(1))
     x = torch.arange(W, dtype=torch.float64) + 0.5
     y = torch.arange(H, dtype=torch.float64) + 0.5
-    hp = lambda z: k * h(z, k) * (1 - h(z, k))  # noqa: E731
+    hp = lambda z: k * h(z, k) * (1 - h(z, k))
     X = h(x - tx + tl, k) - h(x - tx - tl, k)  # (B, W)
     Y = h(y - ty + tl, k) - h(y - ty - tl, k)  # (B, H)
     dX_dtx = -hp(x - tx + tl) + hp(x - tx - tl)
     dY_dty = -hp(y - ty + tl) + hp(y - ty - tl)
     dX_dtl = hp(x - tx + tl) + hp(x - tx - tl)
     dY_dtl = hp(y - ty + tl) + hp(y - ty - tl)
-    outer = lambda a, b: a[:, None, :] * b[:, :, None]  # (B, W) x (B, H) -> (B, H, W)  # noqa: E731
+    outer = lambda a, b: a[:, None, :] * b[:, :, None]  # (B, W) x (B, H) -> (B, H, W)
     dM = torch.stack([
         outer(dX_dtx, Y), outer(X, dY_dty), outer(dX_dtl, Y) + outer(X, dY_dtl)
     ], dim=1)  # (B, 3, H, W)
@@ -178,7 +180,8 @@ def test_zoom_equals_reference_loop():
     for n in (3, 5, 8):  # 8: some samples clamped
         out = zoom(images, boxes, n, k=4.0)
         assert out.shape == (3, 2, n, n)
-        torch.testing.assert_close(out, reference_zoom(images, boxes, n, 4.0, False), rtol=0, atol=1e-12)
+        ref = reference_zoom(images, boxes, n, 4.0, grid_grad=False)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("grid_grad", [False, True])
@@ -187,7 +190,9 @@ def test_zoom_gradcheck_images(grid_grad):
     images = torch.rand(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
     boxes = torch.tensor(GRAD_BOXES, dtype=torch.float64)
     for n in (5, 7):  # 7 clamps the outermost samples of both boxes
-        assert torch.autograd.gradcheck(lambda x: zoom(x, boxes, n, k=3.0, grid_grad=grid_grad), (images,))
+        assert torch.autograd.gradcheck(
+            lambda x, n=n: zoom(x, boxes, n, k=3.0, grid_grad=grid_grad), (images,)
+        )
 
 
 def test_zoom_gradcheck_images_and_boxes_grid_grad():
@@ -196,7 +201,9 @@ def test_zoom_gradcheck_images_and_boxes_grid_grad():
     images = torch.rand(2, 2, 9, 10, dtype=torch.float64, requires_grad=True)
     boxes = torch.tensor(GRAD_BOXES, dtype=torch.float64, requires_grad=True)
     for n in (5, 7):
-        assert torch.autograd.gradcheck(lambda x, b: zoom(x, b, n, k=3.0, grid_grad=True), (images, boxes))
+        assert torch.autograd.gradcheck(
+            lambda x, b, n=n: zoom(x, b, n, k=3.0, grid_grad=True), (images, boxes)
+        )
 
 
 def test_zoom_box_jacobian_without_grid_grad_is_mask_only_finite_difference():
@@ -279,7 +286,7 @@ def test_zoom_aligned_box_equals_interpolate_of_slice(n, corners, side):
 
 def test_zoom_aligned_float32_and_dtype():
     images = torch.rand(2, 3, 16, 20)
-    boxes = torch.tensor([[6.0, 8.0, 4.0], [13.0, 7.0, 3.0]], dtype=torch.float64)  # cast to float32
+    boxes = torch.tensor([[6.0, 8.0, 4.0], [13.0, 7.0, 3.0]], dtype=torch.float64)  # cast to f32
     out = zoom(images, boxes, 10, k=1000.0)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, slice_and_resize(images, [(2, 4), (10, 4)], [8, 6], 10))

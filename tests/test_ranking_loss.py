@@ -30,7 +30,8 @@ def scale_logits(scales, dtype=torch.float64):
 def test_hand_computed_values(scales, margin, expected):
     loss = ranking_loss(scale_logits(scales), TARGET, margin=margin)
     assert loss.shape == ()
-    torch.testing.assert_close(loss, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    expected = torch.tensor(expected, dtype=torch.float64)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
 
 
 def test_uses_probabilities_not_logits():
@@ -50,7 +51,8 @@ def test_default_margin_is_paper_value_and_dtypes():
 
 def test_batch_of_one():
     logits = [l[2:3] for l in scale_logits((0, 1))]
-    torch.testing.assert_close(ranking_loss(logits, TARGET[2:3]), torch.tensor(0.35, dtype=torch.float64))
+    expected = torch.tensor(0.35, dtype=torch.float64)
+    torch.testing.assert_close(ranking_loss(logits, TARGET[2:3]), expected)
 
 
 def test_gradient_raises_fine_and_lowers_coarse_true_class():

@@ -4,6 +4,6 @@ from raccn.losses.ram_loss import RAMLoss, ram_loss
 
 __all__ = ["RAMLoss", "ram_loss"]
 
-from raccn.losses.ranking import ranking_loss  # noqa: E402
+from raccn.losses.ranking import ranking_loss
 
 __all__ += ["ranking_loss"]

@@ -23,12 +23,14 @@ __all__ = ["check_ranking_args", "ranking_loss"]
 def check_ranking_args(logits: Sequence[Tensor], target: Tensor, margin: float) -> None:
     """Raise ``ValueError`` (with the fix) for invalid :func:`ranking_loss` arguments."""
     if isinstance(logits, Tensor) or not isinstance(logits, Sequence):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 (all input checks raise ValueError, see STYLE.md)
             "logits must be a list of Tensor[B, K], one per scale from coarse to fine "
             "(for a stacked Tensor[S, B, K] pass list(logits.unbind(0)))"
         )
     if len(logits) < 2:
-        raise ValueError(f"ranking_loss needs >= 2 scales (pairs of adjacent scales), got {len(logits)}")
+        raise ValueError(
+            f"ranking_loss needs >= 2 scales (pairs of adjacent scales), got {len(logits)}"
+        )
     shape = tuple(logits[0].shape)
     if len(shape) != 2 or any(tuple(l.shape) != shape for l in logits):
         raise ValueError(

@@ -4,7 +4,7 @@ from raccn.ops.glimpse import glimpse
 
 __all__ = ["glimpse"]
 
-from raccn.ops.boxcar import boxcar_mask  # noqa: E402
-from raccn.ops.zoom import zoom  # noqa: E402
+from raccn.ops.boxcar import boxcar_mask
+from raccn.ops.zoom import zoom
 
 __all__ += ["boxcar_mask", "zoom"]

@@ -28,14 +28,16 @@ def check_boxcar_args(boxes: Tensor, height: int, width: int, k: float) -> None:
             f"boxes must be Tensor[B, 3] = (tx, ty, tl) in pixels, got shape {tuple(boxes.shape)}"
         )
     if not boxes.is_floating_point():
-        raise ValueError(f"boxes must be a floating-point tensor, got {boxes.dtype}; use boxes.float()")
+        raise ValueError(
+            f"boxes must be a floating-point tensor, got {boxes.dtype}; use boxes.float()"
+        )
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer (pixels), got {value!r}")
     if not k > 0:
         raise ValueError(
-            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such as 10), "
-            f"got {k!r}"
+            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
+            f"as 10), got {k!r}"
         )
 
 

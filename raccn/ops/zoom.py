@@ -28,7 +28,9 @@ def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> N
     if images.dim() != 4:
         raise ValueError(f"images must be Tensor[B, C, H, W], got shape {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got {images.dtype}; use images.float()")
+        raise ValueError(
+            f"images must be a floating-point tensor, got {images.dtype}; use images.float()"
+        )
     B = images.shape[0]
     if boxes.shape != (B, 3):
         raise ValueError(
@@ -39,8 +41,8 @@ def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> N
         raise ValueError(f"out_size must be a positive integer (pixels), got {out_size!r}")
     if not k > 0:
         raise ValueError(
-            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such as 10), "
-            f"got {k!r}"
+            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
+            f"as 10), got {k!r}"
         )
 
 
@@ -78,7 +80,7 @@ def zoom(
     Differentiable with respect to ``images`` and ``boxes`` (autograd, no custom backward).
     """
     check_zoom_args(images, boxes, out_size, k)
-    B, C, H, W = images.shape
+    H, W = images.shape[-2:]
     n = out_size
     boxes = boxes.to(images.dtype)
     mask = boxcar_mask(boxes, H, W, k)  # (B, H, W)
@@ -86,10 +88,12 @@ def zoom(
 
     g = boxes if grid_grad else boxes.detach()
     tx, ty, tl = g[:, 0:1], g[:, 1:2], g[:, 2:3]  # (B, 1) each
-    s = (2 * torch.arange(n, device=images.device, dtype=images.dtype) + 1) / n - 1  # (n,) in (-1, 1)
+    u = torch.arange(n, device=images.device, dtype=images.dtype)  # (n,) output pixels
+    s = (2 * u + 1) / n - 1  # (n,) in (-1, 1): (u + 0.5) * 2 / n - 1
     r = (tl - 0.5).clamp(min=0.0)  # (B, 1) half-distance between the extreme pixel centres
     offset = torch.clamp(tl * s, -r, r)  # (B, n) sample offsets from the centre, pixels
     gx = 2 * (tx + offset) / W - 1  # (B, n) normalised x, align_corners=False
     gy = 2 * (ty + offset) / H - 1  # (B, n)
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (B, n, n, 2)
+    gx, gy = torch.broadcast_tensors(gx[:, None, :], gy[:, :, None])  # (B, n, n) each
+    grid = torch.stack([gx, gy], dim=-1)  # (B, n, n, 2): grid[b, v, u] = (x_u, y_v)
     return F.grid_sample(attended, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
