@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-import pytorch_lightning as pl
 import scipy.io
 import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms as T
+
+from datamodules.base import SplitDataModule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,7 +200,7 @@ class FineGrainedDataset(Dataset):
         return self.transform(load_rgb(self.paths[i])), self.labels[i]
 
 
-class FineGrainedDataModule(pl.LightningDataModule):
+class FineGrainedDataModule(SplitDataModule):
     """Base of the fine-grained data modules; batches ``(images, labels)``: Tensor[B, 3, S, S]
     float32 normalised with ImageNet mean/std (``S = image_size``) and Tensor[B] int64 in
     ``0..num_classes-1``.
@@ -240,13 +241,7 @@ class FineGrainedDataModule(pl.LightningDataModule):
         val_split: float = 0.0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1; e.g. use batch_size=16.")
-        if num_workers < 0:
-            raise ValueError(
-                f"num_workers={num_workers} must be >= 0; use 0 to load in the main process."
-            )
+        super().__init__(batch_size, num_workers)
         if image_size < 1:
             raise ValueError(f"image_size={image_size} must be >= 1; the paper uses 448.")
         if resize_size < image_size:
@@ -261,8 +256,6 @@ class FineGrainedDataModule(pl.LightningDataModule):
             )
         self.save_hyperparameters()
         self.data_dir = data_dir
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self._image_side = image_size
         self.resize_size = resize_size
         self.skip_corrupt = skip_corrupt
@@ -271,9 +264,6 @@ class FineGrainedDataModule(pl.LightningDataModule):
         self._class_names: list[str] | None = None
         self.skipped: list[Path] = []
         self.split_indices: dict[str, Tensor] = {}
-        self.train_set: FineGrainedDataset | None = None
-        self.val_set: FineGrainedDataset | None = None
-        self.test_set: FineGrainedDataset | None = None
 
     # -------------------------------------------------------------- what subclasses provide
     @property
@@ -408,35 +398,3 @@ class FineGrainedDataModule(pl.LightningDataModule):
             "val": keep(train, indices["val"]),
             "test": keep(test, indices["test"]),
         }
-
-    # -------------------------------------------------------------- loaders
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (random crops and flips)."""
-        return self._loader(self.train_set, "train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in fixed order (centre crops)."""
-        return self._loader(self.val_set, "val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in fixed order (centre crops)."""
-        return self._loader(self.test_set, "test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test batches."""
-        return self.test_dataloader()
-
-    def _loader(self, dataset: FineGrainedDataset | None, split: str, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(
-                f"the {split} split is not built yet; call setup() first (the Trainer does it)."
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
-        )

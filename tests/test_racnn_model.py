@@ -122,6 +122,11 @@ def test_alternation_schedule_and_resume(tmp_path):
                          num_sanity_val_steps=0, limit_val_batches=1)
     trainer.fit(m, datamodule=TinyData())
     assert phases == ["pretrain", "cls", "cls", "rank", "cls", "cls"]
+    warm, phases[:] = module(warmup_cls_steps=2), []
+    pl.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+               callbacks=[Spy()], limit_val_batches=0).fit(warm, datamodule=TinyData())
+    assert phases == ["warmup", "warmup", "pretrain", "cls", "cls"]
     ckpt = tmp_path / "mid.ckpt"
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)
@@ -151,6 +156,7 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"input_sizes": [64, 32]}, "input_sizes must list one"),
     ({"backbone": "alexnet"}, "unknown backbone"),
     ({"phase_unit": "hours"}, "phase_unit"),
+    ({"warmup_cls_steps": -1}, "warmup_cls_steps must be >= 0"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -171,3 +177,14 @@ def test_weights_from_the_hub_cache_and_clear_error(tmp_path, monkeypatch):
     assert os.path.exists(cache / "resnet18-f37072fd.pth")
     with pytest.raises(ValueError, match="has no weights"):
         build_trunk("resnet18", "IMAGENET9K")
+
+
+def test_rank_phase_leaves_batchnorm_statistics_alone():
+    pl.seed_everything(0)
+    m = module(apn_pretrain_steps=0)
+    m.phase = "rank"
+    bn = next(mod for mod in m.net.trunks.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    out = m._frozen_forward(torch.rand(4, 3, 64, 64))
+    assert torch.equal(bn.running_mean, before) and m.net.trunks.training
+    assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs

@@ -2,6 +2,8 @@
 
 Phases (manual optimisation, two optimisers):
 
+- ``warmup`` (optional, ``warmup_cls_steps``): classification steps as in ``cls`` before APN
+  pre-training, for trunks trained from scratch (whose first feature peaks mean nothing).
 - ``pretrain`` (optional, ``apn_pretrain_steps``): each APN regresses the square centred on the
   peak of its trunk's channel-summed last conv response, of side ``apn_pretrain_side`` x input.
 - ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
@@ -14,7 +16,7 @@ Phases (manual optimisation, two optimisers):
 states), so a resumed run continues the same phase.
 
 Metrics: ``train/loss_cls``, ``train/loss_rank``, ``train/loss_pretrain``, ``train/phase``
-(0 pretrain, 1 cls, 2 rank); ``{val,test}/acc_scale{s}``, ``{val,test}/acc_fused``,
+(0 pretrain, 1 cls (and warmup), 2 rank); ``{val,test}/acc_scale{s}``, ``{val,test}/acc_fused``,
 ``{val,test}/acc_scale1+2[+3...]`` (softmax average of scales 1..s), and, when batches carry the
 object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box that makes scale s's input,
 in image pixels). Accuracies are fractions in [0, 1].
@@ -35,7 +37,7 @@ from raccn.losses import ranking_loss
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
-PHASES = ("pretrain", "cls", "rank")
+PHASES = ("pretrain", "cls", "rank")  # index = the logged train/phase; "warmup" logs as "cls"
 
 
 def _sgd(params):
@@ -53,6 +55,7 @@ class RACNNLitModule(pl.LightningModule):
         margin: ranking-loss margin (paper: 0.05), >= 0.
         phase_unit: ``"steps"`` or ``"epochs"``: unit of ``cls_length`` and ``rank_length``.
         cls_length, rank_length: length of each classification / ranking phase (>= 1).
+        warmup_cls_steps: classification-only steps before APN pre-training (0: none).
         apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
         apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
@@ -79,6 +82,7 @@ class RACNNLitModule(pl.LightningModule):
         phase_unit: str = "steps",
         cls_length: int = 100,
         rank_length: int = 100,
+        warmup_cls_steps: int = 0,
         apn_pretrain_steps: int = 0,
         apn_pretrain_side: float = 0.5,
         cls_optimizer: OptimizerCallable = _sgd,
@@ -91,16 +95,22 @@ class RACNNLitModule(pl.LightningModule):
             raise ValueError(f"phase_unit must be 'steps' or 'epochs', got {phase_unit!r}")
         if cls_length < 1 or rank_length < 1:
             raise ValueError(f"cls_length and rank_length must be >= 1, got {cls_length}, {rank_length}")
-        if apn_pretrain_steps < 0:
-            raise ValueError(f"apn_pretrain_steps must be >= 0, got {apn_pretrain_steps!r}")
+        if apn_pretrain_steps < 0 or warmup_cls_steps < 0:
+            raise ValueError(
+                f"apn_pretrain_steps and warmup_cls_steps must be >= 0, got {apn_pretrain_steps!r}, "
+                f"{warmup_cls_steps!r}"
+            )
         if not 0.0 < apn_pretrain_side <= 1.0:
             raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
                          apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion)
         self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
-        self.phase = "pretrain" if apn_pretrain_steps > 0 else "cls"
-        self.phase_progress = 0
+        self.phase, self.phase_progress = "cls", 0
+        if apn_pretrain_steps > 0:
+            self.phase = "pretrain"
+        if warmup_cls_steps > 0:
+            self.phase = "warmup"
         self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, num_scales)]
         acc = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
         self.metrics = nn.ModuleDict({
@@ -120,6 +130,18 @@ class RACNNLitModule(pl.LightningModule):
         if net.fuse is not None:
             cls_params += list(net.fuse.parameters())
         return [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
+
+    def _frozen_forward(self, images: Tensor) -> RACNNOutput:
+        """Forward with trunks, classifiers and fusion in eval mode, so that phases which do not
+        train them (APN pre-training, ranking) leave batch-norm statistics untouched too."""
+        frozen = [self.net.trunks, self.net.classifiers]
+        for m in frozen:
+            m.eval()
+        try:
+            return self.net(images, detach_boxes=self.phase == "pretrain")
+        finally:
+            for m in frozen:
+                m.train()
 
     def _step(self, optimizer, loss: Tensor) -> None:
         self.toggle_optimizer(optimizer)
@@ -148,25 +170,25 @@ class RACNNLitModule(pl.LightningModule):
         opt_cls, opt_apn = self.optimizers()
         phase = self.phase
         if phase == "pretrain":
-            out = self.net(images, detach_boxes=True)
+            out = self._frozen_forward(images)
             loss = sum(
                 F.mse_loss(box / x.shape[-1], t / x.shape[-1])
                 for box, t, x in zip(out.boxes, self.pretrain_targets(out), out.inputs)
             )
             self._step(opt_apn, loss)
             self.log("train/loss_pretrain", loss, prog_bar=True)
-        elif phase == "cls":
+        elif phase in ("cls", "warmup"):
             out = self.net(images, detach_boxes=True)
             loss = sum(F.cross_entropy(z, target) for z in out.logits)
             loss = loss + F.cross_entropy(out.fused_logits, target)
             self._step(opt_cls, loss)
             self.log("train/loss_cls", loss, prog_bar=True)
         else:
-            out = self.net(images)
+            out = self._frozen_forward(images)
             loss = ranking_loss(out.logits, target, self.hparams.margin)
             self._step(opt_apn, loss)
             self.log("train/loss_rank", loss, prog_bar=True)
-        self.log("train/phase", float(PHASES.index(phase)))
+        self.log("train/phase", float(PHASES.index("cls" if phase == "warmup" else phase)))
         self._advance("steps")
 
     def on_train_epoch_end(self) -> None:
@@ -174,10 +196,13 @@ class RACNNLitModule(pl.LightningModule):
 
     def _advance(self, unit: str) -> None:
         hp = self.hparams
-        if self.phase == "pretrain":
+        if self.phase in ("warmup", "pretrain"):  # counted in steps
             if unit == "steps":
                 self.phase_progress += 1
-                if self.phase_progress >= hp.apn_pretrain_steps:
+                if self.phase == "warmup" and self.phase_progress >= hp.warmup_cls_steps:
+                    self.phase = "pretrain" if hp.apn_pretrain_steps > 0 else "cls"
+                    self.phase_progress = 0
+                elif self.phase == "pretrain" and self.phase_progress >= hp.apn_pretrain_steps:
                     self.phase, self.phase_progress = "cls", 0
             return
         if unit != hp.phase_unit:
