@@ -188,3 +188,15 @@ def test_rank_phase_leaves_batchnorm_statistics_alone():
     out = m._frozen_forward(torch.rand(4, 3, 64, 64))
     assert torch.equal(bn.running_mean, before) and m.net.trunks.training
     assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs
+
+
+@pytest.mark.parametrize("target,expected_cx", [("peak", 56.0), ("centroid", (56.0 + 0.5 * 40.0) / 1.5)])
+def test_pretrain_targets(target, expected_cx):
+    m = module(apn_pretrain_target=target, apn_pretrain_side=0.25)
+    f = torch.zeros(1, 2, 4, 4)
+    f[0, :, 1, 3] = 1.0  # peak at cell (row 1, col 3) of 16-px cells on a 64-px input
+    f[0, :, 1, 2] = 0.5
+    out = m.net(torch.rand(1, 3, 64, 64))._replace(features=[f, f, f])
+    (cx, cy, tl), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
+    assert tl == 8.0  # 0.5 * 0.25 * 64; the centre stays inside [8, 56]
+    assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)

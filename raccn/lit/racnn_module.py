@@ -58,6 +58,9 @@ class RACNNLitModule(pl.LightningModule):
         warmup_cls_steps: classification-only steps before APN pre-training (0: none).
         apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
         apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
+        apn_pretrain_target: centre of that square: ``"peak"`` (paper: the arg-max of the
+            channel-summed response) or ``"centroid"`` (the response-weighted mean position of
+            that map above its minimum; sub-cell precise where the map is coarse).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
     """
@@ -85,6 +88,7 @@ class RACNNLitModule(pl.LightningModule):
         warmup_cls_steps: int = 0,
         apn_pretrain_steps: int = 0,
         apn_pretrain_side: float = 0.5,
+        apn_pretrain_target: str = "peak",
         cls_optimizer: OptimizerCallable = _sgd,
         apn_optimizer: OptimizerCallable = _adam,
     ) -> None:
@@ -102,6 +106,8 @@ class RACNNLitModule(pl.LightningModule):
             )
         if not 0.0 < apn_pretrain_side <= 1.0:
             raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
+        if apn_pretrain_target not in ("peak", "centroid"):
+            raise ValueError(f"apn_pretrain_target must be 'peak' or 'centroid', got {apn_pretrain_target!r}")
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
                          apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion)
@@ -158,9 +164,17 @@ class RACNNLitModule(pl.LightningModule):
             f = out.features[s].detach().sum(1)  # (B, h, w)
             B, h, w = f.shape
             L = out.inputs[s].shape[-1]
-            idx = f.flatten(1).argmax(1)
-            cx = ((idx % w).to(box.dtype) + 0.5) * L / w
-            cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
+            if self.hparams.apn_pretrain_target == "peak":
+                idx = f.flatten(1).argmax(1)
+                cx = ((idx % w).to(box.dtype) + 0.5) * L / w
+                cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
+            else:
+                weight = f - f.amin(dim=(1, 2), keepdim=True)
+                weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+                cols = (torch.arange(w, device=f.device, dtype=box.dtype) + 0.5) * L / w
+                rows = (torch.arange(h, device=f.device, dtype=box.dtype) + 0.5) * L / h
+                cx = (weight.sum(1) * cols).sum(1)
+                cy = (weight.sum(2) * rows).sum(1)
             tl = torch.full_like(cx, 0.5 * self.hparams.apn_pretrain_side * L)
             targets.append(torch.stack([cx.clamp(tl, L - tl), cy.clamp(tl, L - tl), tl], dim=1))
         return targets
