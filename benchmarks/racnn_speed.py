@@ -50,7 +50,7 @@ def main() -> None:
     B, y = a.batch, torch.randint(0, a.classes, (a.batch,))
     images = torch.rand(B, 3, a.sizes[0], a.sizes[0])
     inputs = [torch.rand(B, 3, s, s) for s in a.sizes]
-    trainable = lambda mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
+    trainable = lambda mods: sum(p.numel() for m in mods for p in m.parameters())
 
     def trunks_only():
         for s, x in enumerate(inputs):

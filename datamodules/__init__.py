@@ -1,5 +1,5 @@
-"""Data modules for recurrent visual attention: plain/translated/cluttered MNIST and the
-download-free cluttered scikit-learn digits."""
+"""Data modules: MNIST (plain/translated/cluttered), the download-free scikit-learn digits (RAM
+quick start and the RA-CNN localisation proxy), and CUB-200-2011, Stanford Dogs, Stanford Cars."""
 
 from datamodules.cars import StanfordCarsDataModule
 from datamodules.cub import CUBDataModule
@@ -10,11 +10,14 @@ from datamodules.localized_digits import LocalizedDigitsDataModule
 from datamodules.mnist import MNISTDataModule
 from datamodules.synthetic import TranslatedClutteredDataset
 
-__all__ = ["ClutteredDigitsDataModule", "LocalizedDigitsDataModule", "MNISTDataModule", "TranslatedClutteredDataset"]
-__all__ += [
+__all__ = [
     "CUBDataModule",
+    "ClutteredDigitsDataModule",
     "FineGrainedDataModule",
     "FineGrainedDataset",
+    "LocalizedDigitsDataModule",
+    "MNISTDataModule",
     "StanfordCarsDataModule",
     "StanfordDogsDataModule",
+    "TranslatedClutteredDataset",
 ]

@@ -93,7 +93,7 @@ def test_quickstart_short_run_end_to_end(tmp_path):
 
 
 # -- RA-CNN configs on fixture folders in the real layouts ----------------------------------
-from finegrained_fixtures import write_cars, write_cub, write_dogs  # noqa: E402
+from finegrained_fixtures import write_cars, write_cub, write_dogs
 
 RACNN = {"racnn_cub": write_cub, "racnn_dogs": write_dogs, "racnn_cars": write_cars}
 

@@ -190,7 +190,7 @@ def test_rank_phase_leaves_batchnorm_statistics_alone():
     assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs
 
 
-@pytest.mark.parametrize("target,expected_cx", [("peak", 56.0), ("centroid", (56.0 + 0.5 * 40.0) / 1.5)])
+@pytest.mark.parametrize("target,expected_cx", [("peak", 56.0), ("centroid", (56.0 + 0.25 * 40.0) / 1.25)])
 def test_pretrain_targets(target, expected_cx):
     m = module(apn_pretrain_target=target, apn_pretrain_side=0.25)
     f = torch.zeros(1, 2, 4, 4)

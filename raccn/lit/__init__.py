@@ -1,9 +1,6 @@
 """LightningModules: training procedures (losses, optimisers, metrics)."""
 
+from raccn.lit.racnn_module import RACNNLitModule
 from raccn.lit.ram_module import RAMLitModule
 
-__all__ = ["RAMLitModule"]
-
-from raccn.lit.racnn_module import RACNNLitModule  # noqa: E402
-
-__all__ += ["RACNNLitModule"]
+__all__ = ["RACNNLitModule", "RAMLitModule"]

@@ -59,8 +59,10 @@ class RACNNLitModule(pl.LightningModule):
         apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
         apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
         apn_pretrain_target: centre of that square: ``"peak"`` (paper: the arg-max of the
-            channel-summed response) or ``"centroid"`` (the response-weighted mean position of
-            that map above its minimum; sub-cell precise where the map is coarse).
+            channel-summed response) or ``"centroid"`` (the mean position of that map weighted by
+            its squared excess over its minimum; sub-cell precise where the map is coarse, e.g.
+            3x3 for ResNet-18 at 96 px, where it raised the targets' IoU with the true box from
+            0.37 (peak) to 0.55, docs/RESULTS.md).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
     """
@@ -118,7 +120,7 @@ class RACNNLitModule(pl.LightningModule):
         if warmup_cls_steps > 0:
             self.phase = "warmup"
         self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, num_scales)]
-        acc = lambda: MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
+        acc = lambda: MulticlassAccuracy(num_classes, average="micro")
         self.metrics = nn.ModuleDict({
             split: nn.ModuleDict(
                 {f"acc_scale{s + 1}": acc() for s in range(num_scales)}
@@ -162,14 +164,14 @@ class RACNNLitModule(pl.LightningModule):
         targets = []
         for s, box in enumerate(out.boxes):
             f = out.features[s].detach().sum(1)  # (B, h, w)
-            B, h, w = f.shape
+            _, h, w = f.shape
             L = out.inputs[s].shape[-1]
             if self.hparams.apn_pretrain_target == "peak":
                 idx = f.flatten(1).argmax(1)
                 cx = ((idx % w).to(box.dtype) + 0.5) * L / w
                 cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
             else:
-                weight = f - f.amin(dim=(1, 2), keepdim=True)
+                weight = (f - f.amin(dim=(1, 2), keepdim=True)).square()
                 weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
                 cols = (torch.arange(w, device=f.device, dtype=box.dtype) + 0.5) * L / w
                 rows = (torch.arange(h, device=f.device, dtype=box.dtype) + 0.5) * L / h

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn

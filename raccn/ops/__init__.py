@@ -1,10 +1,7 @@
 """Attention operators: pure functions on tensors, batched, differentiable by autograd."""
 
-from raccn.ops.glimpse import glimpse
-
-__all__ = ["glimpse"]
-
 from raccn.ops.boxcar import boxcar_mask
+from raccn.ops.glimpse import glimpse
 from raccn.ops.zoom import zoom
 
-__all__ += ["boxcar_mask", "zoom"]
+__all__ = ["boxcar_mask", "glimpse", "zoom"]

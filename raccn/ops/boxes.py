@@ -43,5 +43,5 @@ def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
     lt = torch.maximum(a[:, :2], b[:, :2])
     rb = torch.minimum(a[:, 2:], b[:, 2:])
     inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=1)  # noqa: E731
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=1)
     return inter / (area(a) + area(b) - inter).clamp(min=1e-12)
