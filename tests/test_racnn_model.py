@@ -157,6 +157,7 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"backbone": "alexnet"}, "unknown backbone"),
     ({"phase_unit": "hours"}, "phase_unit"),
     ({"warmup_cls_steps": -1}, "warmup_cls_steps must be >= 0"),
+    ({"rank_lr_factor": 0.0}, "rank_lr_factor must be in"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -200,3 +201,19 @@ def test_pretrain_targets(target, expected_cx):
     (cx, cy, tl), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
     assert tl == 8.0  # 0.5 * 0.25 * 64; the centre stays inside [8, 56]
     assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)
+
+
+def test_rank_lr_factor_scales_only_ranking_steps(tmp_path):
+    pl.seed_everything(0)
+    m = module(rank_lr_factor=0.25, apn_optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(trainer.optimizers[1].param_groups[0]["lr"])
+
+    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+               callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
+    # pretrain, cls, cls, rank: the APN optimiser runs at 0.4 for pre-training, 0.1 for ranking
+    assert seen[0] == pytest.approx(0.4) and seen[-1] == pytest.approx(0.1)

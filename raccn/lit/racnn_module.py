@@ -65,6 +65,8 @@ class RACNNLitModule(pl.LightningModule):
             0.37 (peak) to 0.55, docs/RESULTS.md).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
+        rank_lr_factor: the APN optimiser's learning rates are multiplied by this in ranking
+            phases (pre-training uses them as given), in (0, 1].
     """
 
     automatic_optimization = False
@@ -93,6 +95,7 @@ class RACNNLitModule(pl.LightningModule):
         apn_pretrain_target: str = "peak",
         cls_optimizer: OptimizerCallable = _sgd,
         apn_optimizer: OptimizerCallable = _adam,
+        rank_lr_factor: float = 1.0,
     ) -> None:
         super().__init__()
         if margin < 0:
@@ -108,6 +111,8 @@ class RACNNLitModule(pl.LightningModule):
             )
         if not 0.0 < apn_pretrain_side <= 1.0:
             raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
+        if not 0.0 < rank_lr_factor <= 1.0:
+            raise ValueError(f"rank_lr_factor must be in (0, 1], got {rank_lr_factor!r}")
         if apn_pretrain_target not in ("peak", "centroid"):
             raise ValueError(f"apn_pretrain_target must be 'peak' or 'centroid', got {apn_pretrain_target!r}")
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
@@ -151,7 +156,10 @@ class RACNNLitModule(pl.LightningModule):
             for m in frozen:
                 m.train()
 
-    def _step(self, optimizer, loss: Tensor) -> None:
+    def _step(self, optimizer, loss: Tensor, lr_factor: float = 1.0) -> None:
+        for group in optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * lr_factor
         self.toggle_optimizer(optimizer)
         optimizer.zero_grad()
         self.manual_backward(loss)
@@ -202,7 +210,7 @@ class RACNNLitModule(pl.LightningModule):
         else:
             out = self._frozen_forward(images)
             loss = ranking_loss(out.logits, target, self.hparams.margin)
-            self._step(opt_apn, loss)
+            self._step(opt_apn, loss, self.hparams.rank_lr_factor)
             self.log("train/loss_rank", loss, prog_bar=True)
         self.log("train/phase", float(PHASES.index("cls" if phase == "warmup" else phase)))
         self._advance("steps")
