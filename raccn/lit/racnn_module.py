@@ -5,11 +5,13 @@ Phases (manual optimisation, two optimisers):
 - ``warmup`` (optional, ``warmup_cls_steps``): classification steps as in ``cls`` before APN
   pre-training, for trunks trained from scratch (whose first feature peaks mean nothing).
 - ``pretrain`` (optional, ``apn_pretrain_steps``): each APN regresses the square centred on the
-  peak of its trunk's channel-summed last conv response, of side ``apn_pretrain_side`` x input.
+  peak (or centroid) of its trunk's channel-summed last conv response, of side
+  ``apn_pretrain_side`` x input.
 - ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
   the per-scale cross-entropies plus the fused one (optimiser ``cls_optimizer``).
 - ``rank``: trunks, classifiers and fusion frozen; APNs trained with the pairwise ranking loss
-  (optimiser ``apn_optimizer``); gradients reach the APNs through the zoom's boxcar mask.
+  (optimiser ``apn_optimizer``, learning rates x ``rank_lr_factor``); gradients reach the APNs
+  through the zoom's boxcar mask (and its sampling grid with ``grid_grad``).
 
 ``cls`` and ``rank`` alternate, ``cls_length`` / ``rank_length`` steps or epochs each
 (``phase_unit``). The phase and its progress are saved in checkpoints (with both optimisers'
@@ -167,8 +169,9 @@ class RACNNLitModule(pl.LightningModule):
         self.untoggle_optimizer(optimizer)
 
     def pretrain_targets(self, out: RACNNOutput) -> list[Tensor]:
-        """Per APN, the square (Tensor[B, 3]) centred on the peak of the channel-summed features,
-        of side ``apn_pretrain_side`` x the input side, moved inside the input."""
+        """Per APN, the square (Tensor[B, 3]) centred on the peak (or centroid, see
+        ``apn_pretrain_target``) of the channel-summed last conv features, of side
+        ``apn_pretrain_side`` x the input side, moved inside the input."""
         targets = []
         for s, box in enumerate(out.boxes):
             f = out.features[s].detach().sum(1)  # (B, h, w)
