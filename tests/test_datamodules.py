@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from torch import nn
 from torch.utils.data import RandomSampler, SequentialSampler
 
 from datamodules import (
@@ -34,6 +32,9 @@ FILES = (
 
 
 # ----------------------------------------------------------------------------- fixtures/helpers
+from lightning_probe import fit_one_batch
+
+
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
     """Write a uint8 array in the IDX format (magic 0x0000080<ndim>, big-endian sizes)."""
     data = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
@@ -483,30 +484,5 @@ def test_digits_test_set_is_the_same_for_everyone(digits_pair):
 def test_digits_fit_one_batch():
     """The data module plugs into a Trainer (CPU fast_dev_run)."""
 
-    class Probe(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(40 * 40, 10))
-            self.seen: list[tuple[int, ...]] = []
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            self.seen.append(tuple(x.shape))
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            self.seen.append(tuple(batch[0].shape))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    probe = Probe()
-    trainer = pl.Trainer(
-        fast_dev_run=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(probe, datamodule=ClutteredDigitsDataModule(batch_size=4))
-    assert probe.seen == [(4, 1, 40, 40), (4, 1, 40, 40)]
+    seen = fit_one_batch(ClutteredDigitsDataModule(batch_size=4), 40 * 40, 10)
+    assert seen == [(4, 1, 40, 40), (4, 1, 40, 40)]

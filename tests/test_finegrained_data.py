@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import scipy.io
 import torch
 from finegrained_fixtures import (
@@ -22,8 +21,8 @@ from finegrained_fixtures import (
     write_cub,
     write_dogs,
 )
+from lightning_probe import fit_one_batch
 from PIL import Image
-from torch import nn
 from torch.utils.data import RandomSampler, SequentialSampler
 
 from datamodules import CUBDataModule, StanfordCarsDataModule, StanfordDogsDataModule
@@ -481,32 +480,6 @@ def test_hyperparameters_are_saved():
 def test_fit_one_batch(tmp_path):
     """The data module plugs into a Trainer (CPU fast_dev_run) with 3-channel batches."""
 
-    class Probe(pl.LightningModule):
-        def __init__(self, num_classes: int) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
-            self.seen: list[tuple[int, ...]] = []
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            self.seen.append(tuple(x.shape))
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            self.seen.append(tuple(batch[0].shape))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     fx: FixtureSet = write_cars(tmp_path)
     dm = StanfordCarsDataModule(str(fx.data_dir), **SMALL)
-    probe = Probe(dm.num_classes)
-    trainer = pl.Trainer(
-        fast_dev_run=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(probe, datamodule=dm)
-    assert probe.seen == [(4, 3, 32, 32), (4, 3, 32, 32)]
+    assert fit_one_batch(dm, 3 * 32 * 32, dm.num_classes) == [(4, 3, 32, 32), (4, 3, 32, 32)]

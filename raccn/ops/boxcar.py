@@ -21,6 +21,15 @@ from torch import Tensor
 __all__ = ["boxcar_mask", "check_boxcar_args"]
 
 
+def check_k(k: float) -> None:
+    """Raise ``ValueError`` unless the mask steepness ``k`` is > 0."""
+    if not k > 0:
+        raise ValueError(
+            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
+            f"as 10), got {k!r}"
+        )
+
+
 def check_boxcar_args(boxes: Tensor, height: int, width: int, k: float) -> None:
     """Raise ``ValueError`` (with the fix) for invalid :func:`boxcar_mask` arguments."""
     if boxes.dim() != 2 or boxes.shape[1] != 3:
@@ -34,11 +43,7 @@ def check_boxcar_args(boxes: Tensor, height: int, width: int, k: float) -> None:
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer (pixels), got {value!r}")
-    if not k > 0:
-        raise ValueError(
-            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
-            f"as 10), got {k!r}"
-        )
+    check_k(k)
 
 
 def boxcar_mask(boxes: Tensor, height: int, width: int, k: float = 10.0) -> Tensor:

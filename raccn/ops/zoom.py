@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from raccn.ops.boxcar import boxcar_mask
+from raccn.ops.boxcar import boxcar_mask, check_k
 
 __all__ = ["check_zoom_args", "zoom"]
 
@@ -39,11 +39,7 @@ def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> N
         )
     if not isinstance(out_size, int) or out_size < 1:
         raise ValueError(f"out_size must be a positive integer (pixels), got {out_size!r}")
-    if not k > 0:
-        raise ValueError(
-            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
-            f"as 10), got {k!r}"
-        )
+    check_k(k)
 
 
 def zoom(
