@@ -127,6 +127,11 @@ def test_alternation_schedule_and_resume(tmp_path):
                enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
                callbacks=[Spy()], limit_val_batches=0).fit(warm, datamodule=TinyData())
     assert phases == ["warmup", "warmup", "pretrain", "cls", "cls"]
+    anchored, phases[:] = module(reanchor_steps=2), []
+    pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+               callbacks=[Spy()], limit_val_batches=0).fit(anchored, datamodule=TinyData())
+    assert phases == ["pretrain", "cls", "cls", "reanchor", "reanchor", "rank", "cls", "cls"]
     ckpt = tmp_path / "mid.ckpt"
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)
@@ -158,6 +163,7 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"phase_unit": "hours"}, "phase_unit"),
     ({"warmup_cls_steps": -1}, "warmup_cls_steps must be >= 0"),
     ({"rank_lr_factor": 0.0}, "rank_lr_factor must be in"),
+    ({"reanchor_steps": -1}, "reanchor_steps must be >= 0"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

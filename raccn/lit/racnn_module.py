@@ -9,6 +9,9 @@ Phases (manual optimisation, two optimisers):
   ``apn_pretrain_side`` x input.
 - ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
   the per-scale cross-entropies plus the fused one (optimiser ``cls_optimizer``).
+- ``reanchor`` (optional, ``reanchor_steps``): after every ``cls`` phase, a few pre-training
+  steps that move the APNs back onto the current trunks' responses (which the ``cls`` phase
+  changed under the frozen APNs) before ranking.
 - ``rank``: trunks, classifiers and fusion frozen; APNs trained with the pairwise ranking loss
   (optimiser ``apn_optimizer``, learning rates x ``rank_lr_factor``); gradients reach the APNs
   through the zoom's boxcar mask (and its sampling grid with ``grid_grad``).
@@ -39,7 +42,8 @@ from raccn.losses import ranking_loss
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
-PHASES = ("pretrain", "cls", "rank")  # index = the logged train/phase; "warmup" logs as "cls"
+# index = the logged train/phase; "warmup" logs as "cls", "reanchor" as "pretrain"
+PHASES = ("pretrain", "cls", "rank")
 
 
 def _sgd(params):
@@ -67,6 +71,7 @@ class RACNNLitModule(pl.LightningModule):
             0.37 (peak) to 0.55, docs/RESULTS.md).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
+        reanchor_steps: pre-training steps between every classification and ranking phase (0: none).
         rank_lr_factor: the APN optimiser's learning rates are multiplied by this in ranking
             phases (pre-training uses them as given), in (0, 1].
     """
@@ -98,6 +103,7 @@ class RACNNLitModule(pl.LightningModule):
         cls_optimizer: OptimizerCallable = _sgd,
         apn_optimizer: OptimizerCallable = _adam,
         rank_lr_factor: float = 1.0,
+        reanchor_steps: int = 0,
     ) -> None:
         super().__init__()
         if margin < 0:
@@ -113,6 +119,8 @@ class RACNNLitModule(pl.LightningModule):
             )
         if not 0.0 < apn_pretrain_side <= 1.0:
             raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
+        if reanchor_steps < 0:
+            raise ValueError(f"reanchor_steps must be >= 0, got {reanchor_steps!r}")
         if not 0.0 < rank_lr_factor <= 1.0:
             raise ValueError(f"rank_lr_factor must be in (0, 1], got {rank_lr_factor!r}")
         if apn_pretrain_target not in ("peak", "centroid"):
@@ -153,7 +161,7 @@ class RACNNLitModule(pl.LightningModule):
         for m in frozen:
             m.eval()
         try:
-            return self.net(images, detach_boxes=self.phase == "pretrain")
+            return self.net(images, detach_boxes=self.phase in ("pretrain", "reanchor"))
         finally:
             for m in frozen:
                 m.train()
@@ -196,7 +204,7 @@ class RACNNLitModule(pl.LightningModule):
         images, target = batch[0], batch[1]
         opt_cls, opt_apn = self.optimizers()
         phase = self.phase
-        if phase == "pretrain":
+        if phase in ("pretrain", "reanchor"):
             out = self._frozen_forward(images)
             loss = sum(
                 F.mse_loss(box / x.shape[-1], t / x.shape[-1])
@@ -215,7 +223,8 @@ class RACNNLitModule(pl.LightningModule):
             loss = ranking_loss(out.logits, target, self.hparams.margin)
             self._step(opt_apn, loss, self.hparams.rank_lr_factor)
             self.log("train/loss_rank", loss, prog_bar=True)
-        self.log("train/phase", float(PHASES.index("cls" if phase == "warmup" else phase)))
+        logged = {"warmup": "cls", "reanchor": "pretrain"}.get(phase, phase)
+        self.log("train/phase", float(PHASES.index(logged)))
         self._advance("steps")
 
     def on_train_epoch_end(self) -> None:
@@ -223,7 +232,7 @@ class RACNNLitModule(pl.LightningModule):
 
     def _advance(self, unit: str) -> None:
         hp = self.hparams
-        if self.phase in ("warmup", "pretrain"):  # counted in steps
+        if self.phase in ("warmup", "pretrain", "reanchor"):  # counted in steps
             if unit == "steps":
                 self.phase_progress += 1
                 if self.phase == "warmup" and self.phase_progress >= hp.warmup_cls_steps:
@@ -231,12 +240,18 @@ class RACNNLitModule(pl.LightningModule):
                     self.phase_progress = 0
                 elif self.phase == "pretrain" and self.phase_progress >= hp.apn_pretrain_steps:
                     self.phase, self.phase_progress = "cls", 0
+                elif self.phase == "reanchor" and self.phase_progress >= hp.reanchor_steps:
+                    self.phase, self.phase_progress = "rank", 0
             return
         if unit != hp.phase_unit:
             return
         self.phase_progress += 1
         if self.phase_progress >= (hp.cls_length if self.phase == "cls" else hp.rank_length):
-            self.phase, self.phase_progress = ("rank" if self.phase == "cls" else "cls"), 0
+            if self.phase == "cls":
+                self.phase = "reanchor" if hp.reanchor_steps > 0 else "rank"
+            else:
+                self.phase = "cls"
+            self.phase_progress = 0
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["racnn_phase"] = {"phase": self.phase, "progress": self.phase_progress}
