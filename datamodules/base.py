@@ -13,9 +13,10 @@ class SplitDataModule(pl.LightningDataModule):
     Args:
         batch_size (int): items per batch, ``>= 1``.
         num_workers (int): DataLoader worker processes, ``>= 0`` (0 = load in the main process).
+        image_side (int): side ``H = W`` of the (square) images the loaders produce.
     """
 
-    def __init__(self, batch_size: int, num_workers: int) -> None:
+    def __init__(self, batch_size: int, num_workers: int, image_side: int) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1; e.g. use batch_size=16.")
@@ -25,9 +26,15 @@ class SplitDataModule(pl.LightningDataModule):
             )
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self._image_side = image_side
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images the loaders produce."""
+        return (self._image_side, self._image_side)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (fresh augmentation every epoch)."""
@@ -75,10 +82,6 @@ class DigitCanvasDataModule(SplitDataModule):
         image_side (int): side ``H = W`` of the produced images.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, image_side: int) -> None:
-        super().__init__(batch_size, num_workers)
-        self._image_side = image_side
-
     @property
     def num_classes(self) -> int:
         """Number of classes (digits 0..9)."""
@@ -88,8 +91,3 @@ class DigitCanvasDataModule(SplitDataModule):
     def num_channels(self) -> int:
         """Channels ``C`` of the images (grey scale)."""
         return 1
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the images the loaders produce."""
-        return (self._image_side, self._image_side)

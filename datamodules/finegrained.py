@@ -241,7 +241,7 @@ class FineGrainedDataModule(SplitDataModule):
         val_split: float = 0.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, image_size)
         if image_size < 1:
             raise ValueError(f"image_size={image_size} must be >= 1; the paper uses 448.")
         if resize_size < image_size:
@@ -256,7 +256,6 @@ class FineGrainedDataModule(SplitDataModule):
             )
         self.save_hyperparameters()
         self.data_dir = data_dir
-        self._image_side = image_size
         self.resize_size = resize_size
         self.skip_corrupt = skip_corrupt
         self.val_split = val_split
@@ -301,11 +300,6 @@ class FineGrainedDataModule(SplitDataModule):
     def num_channels(self) -> int:
         """Channels ``C`` of the images (RGB)."""
         return 3
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the images the loaders produce."""
-        return (self._image_side, self._image_side)
 
     # -------------------------------------------------------------- checks and setup
     def require(self) -> dict[str, Path]:
