@@ -44,6 +44,8 @@ class ClutteredDigitsDataModule(DigitCanvasDataModule):
         test_size (int): test images, ``>= 1``; ``val_size + test_size < 1797``.
         seed (int): unused (see "Comparable numbers"); accepted so that all data modules can be
             configured alike.
+        predict_paths (list[str] | None): image files to predict on instead of the test split
+            (read as grey, resized to the canvas).
     """
 
     SPLIT_SEED = 1234
@@ -63,6 +65,7 @@ class ClutteredDigitsDataModule(DigitCanvasDataModule):
         val_size: int = 200,
         test_size: int = 300,
         seed: int = 0,
+        predict_paths: list[str] | None = None,
     ) -> None:
         if upscale < 1:
             raise ValueError(f"upscale={upscale} must be >= 1; use 1 to keep the 8x8 digits.")
@@ -85,7 +88,7 @@ class ClutteredDigitsDataModule(DigitCanvasDataModule):
                 f"< {self.NUM_IMAGES} (the number of digits) to leave training images; "
                 "e.g. use val_size=200, test_size=300."
             )
-        super().__init__(batch_size, num_workers, canvas_size)
+        super().__init__(batch_size, num_workers, canvas_size, predict_paths)
         self.save_hyperparameters()
         self.upscale = upscale
         self.canvas_size = canvas_size
@@ -96,8 +99,9 @@ class ClutteredDigitsDataModule(DigitCanvasDataModule):
         self.split_indices: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and upsample the digits once and build the three splits."""
-        if self.train_set is not None:
+        """Load and upsample the digits once and build the three splits (only the prediction
+        set when predicting on ``predict_paths``)."""
+        if self.setup_predict(stage) or self.train_set is not None:
             return
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32) / 16.0  # (N, 8, 8)

@@ -225,6 +225,9 @@ class FineGrainedDataModule(SplitDataModule):
             one warning) instead of failing when such an image is read.
         val_split (float): fraction of the training images held out for validation, in [0, 1).
         seed (int): seed of the validation hold-out permutation.
+        predict_paths (list[str] | None): image files to predict on instead of the test split,
+            read as RGB with the test transform (``predict_transform``); the metadata is still
+            read for the class names, the listed images are not.
     """
 
     NAME: ClassVar[str] = ""
@@ -240,8 +243,9 @@ class FineGrainedDataModule(SplitDataModule):
         skip_corrupt: bool = False,
         val_split: float = 0.0,
         seed: int = 0,
+        predict_paths: list[str] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size)
+        super().__init__(batch_size, num_workers, image_size, predict_paths)
         if image_size < 1:
             raise ValueError(f"image_size={image_size} must be >= 1; the paper uses 448.")
         if resize_size < image_size:
@@ -301,6 +305,21 @@ class FineGrainedDataModule(SplitDataModule):
         """Channels ``C`` of the images (RGB)."""
         return 3
 
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        """Per-channel mean subtracted by the transforms (ImageNet's), to undo for display."""
+        return IMAGENET_MEAN
+
+    @property
+    def pixel_std(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation divided by the transforms (ImageNet's)."""
+        return IMAGENET_STD
+
+    def predict_transform(self) -> Callable[[Image.Image], Tensor]:
+        """PIL image (any mode) -> Tensor[3, S, S]: RGB, then the paper's test transform."""
+        test_tf = eval_transform(self._image_side, self.resize_size)
+        return lambda image: test_tf(image.convert("RGB"))
+
     # -------------------------------------------------------------- checks and setup
     def require(self) -> dict[str, Path]:
         """Map each expected key to its path; ``FileNotFoundError`` listing what is missing."""
@@ -326,8 +345,9 @@ class FineGrainedDataModule(SplitDataModule):
         self.require()
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the metadata, check it and the listed images, and build the three splits."""
-        if self.train_set is not None:
+        """Read the metadata, check it and the listed images, and build the three splits (only
+        the prediction set when predicting on ``predict_paths``)."""
+        if self.setup_predict(stage) or self.train_set is not None:
             return
         splits = self.read_records()
         train, test = splits.train, splits.test

@@ -10,11 +10,15 @@ No download; the split and the val/test canvases are fixed (see ``ClutteredDigit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.digits import ClutteredDigitsDataModule
+from datamodules.predict import resize_transform
 from datamodules.synthetic import TranslatedClutteredDataset
 
 
@@ -46,7 +50,8 @@ class LocalizedDigitsDataModule(ClutteredDigitsDataModule):
     """The RA-CNN proxy: defaults give 32x32 digits (8x8 upscaled x4) on a 96x96 canvas with
     6 distractors of 12x12, i.e. the object is 1/3 of the canvas side, exactly the smallest box
     the paper's APN bound (1/3 of the previous extent) allows. Arguments as in
-    ``ClutteredDigitsDataModule``; ``num_channels`` is 3.
+    ``ClutteredDigitsDataModule``; ``num_channels`` is 3 (grey repeated), and files to predict on
+    are read as grey too, then repeated to 3 channels.
     """
 
     def __init__(
@@ -61,16 +66,22 @@ class LocalizedDigitsDataModule(ClutteredDigitsDataModule):
         val_size: int = 200,
         test_size: int = 300,
         seed: int = 0,
+        predict_paths: list[str] | None = None,
     ) -> None:
         super().__init__(data_dir, batch_size, num_workers, upscale, canvas_size, num_distractors,
-                         distractor_size, val_size, test_size, seed)
+                         distractor_size, val_size, test_size, seed, predict_paths)
 
     @property
     def num_channels(self) -> int:
         return 3
 
+    def predict_transform(self) -> Callable[[Image.Image], Tensor]:
+        """PIL image -> Tensor[3, S, S] in [0, 1]: grey, resized to the canvas, repeated to RGB."""
+        grey = resize_transform(1, self.image_size)
+        return lambda image: grey(image).expand(3, -1, -1)
+
     def setup(self, stage: str | None = None) -> None:
-        if isinstance(self.train_set, RGBWithBox):
+        if self.setup_predict(stage) or isinstance(self.train_set, RGBWithBox):
             return
         super().setup(stage)
         self.train_set, self.val_set, self.test_set = (

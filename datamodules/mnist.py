@@ -36,6 +36,9 @@ class MNISTDataModule(DigitCanvasDataModule):
         val_size (int): training images held out for validation, ``1..59999``.
         seed (int): split permutation and fixed validation placements, ``>= 0``.
         download (bool): try to download missing files in ``prepare_data``.
+        predict_paths (list[str] | None): image files to predict on instead of the test split
+            (read as grey, resized to ``image_size``: a light digit on a dark background, as
+            MNIST).
     """
 
     VARIANTS = ("plain", "translated", "cluttered")
@@ -53,6 +56,7 @@ class MNISTDataModule(DigitCanvasDataModule):
         val_size: int = 5000,
         seed: int = 0,
         download: bool = True,
+        predict_paths: list[str] | None = None,
     ) -> None:
         if variant not in self.VARIANTS:
             raise ValueError(f"variant={variant!r} is unknown; use one of {self.VARIANTS}.")
@@ -78,7 +82,8 @@ class MNISTDataModule(DigitCanvasDataModule):
             )
         if seed < 0:
             raise ValueError(f"seed={seed} is negative; use an int >= 0.")
-        super().__init__(batch_size, num_workers, 28 if variant == "plain" else canvas_size)
+        side = 28 if variant == "plain" else canvas_size
+        super().__init__(batch_size, num_workers, side, predict_paths)
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.variant = variant
@@ -102,8 +107,9 @@ class MNISTDataModule(DigitCanvasDataModule):
             raise FileNotFoundError(f"{e}\nAutomatic download failed: {reason}") from None
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the files once (``FileNotFoundError`` if missing) and build the three splits."""
-        if self.train_set is not None:
+        """Load the files once (``FileNotFoundError`` if missing) and build the three splits
+        (only the prediction set when predicting on ``predict_paths``)."""
+        if self.setup_predict(stage) or self.train_set is not None:
             return
         mnist = load_mnist(self.data_dir)
         n = mnist.train_images.shape[0]

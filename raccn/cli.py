@@ -1,10 +1,19 @@
 """The command line: a ``LightningCLI`` whose model and data are chosen by ``class_path``.
 
-    python train.py fit  --config configs/ram_quickstart.yaml
-    python train.py test --config configs/ram_mnist.yaml --ckpt_path path/to.ckpt
+    python train.py fit     --config configs/ram_quickstart.yaml
+    python train.py test    --config configs/ram_mnist.yaml --ckpt_path path/to.ckpt
+    python train.py predict --config configs/ram_mnist.yaml --ckpt_path path/to.ckpt \
+        --data.init_args.predict_paths '[a.png, b.jpg]'
 
 Extra top-level option: ``test_after_fit`` (fit, then test the best checkpoint in the same
 process; the quick start uses it). ``data.num_classes`` is linked to ``model.num_classes``.
+
+Every run also gets two callbacks, whatever the config lists (options on the command line):
+``eval_report`` (``raccn.callbacks.EvalReportWriter``: after testing, ``test_report.csv`` /
+``.json`` in the run folder and the papers' accuracy table printed; ``--eval_report.filename``)
+and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
+``predictions/predictions.csv`` and one attention picture per image; ``--predictions.pictures``,
+``--predictions.upscale``). Do not list them in ``trainer.callbacks`` too.
 """
 
 from __future__ import annotations
@@ -14,11 +23,13 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from raccn.callbacks import EvalReportWriter, PredictionWriter
 from raccn.runtime import tune_cpu_allocator
 
 
 class RaccnCLI(LightningCLI):
-    """LightningCLI with the project's links and the ``test_after_fit`` switch."""
+    """LightningCLI with the project's links, the ``test_after_fit`` switch and the report and
+    prediction writers added to every run."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -26,6 +37,9 @@ class RaccnCLI(LightningCLI):
             help="After `fit`, run `test` on the best checkpoint (or the last weights).",
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
+        parser.add_lightning_class_args(EvalReportWriter, "eval_report")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def _best_checkpoint(self) -> str | None:
         for cb in self.trainer.callbacks:

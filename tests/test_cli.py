@@ -80,7 +80,7 @@ def test_quickstart_short_run_end_to_end(tmp_path):
     for name in ("test/acc", "test/error", "test/acc_glimpse1"):
         assert name in out
     assert "RAM test accuracy:" in out
-    pngs = glob.glob(str(tmp_path / "runs" / "ram_quickstart" / "version_0" / "glimpses" / "*.png"))
+    pngs = glob.glob(str(tmp_path / "runs" / "ram_quickstart" / "version_0" / "glimpses" / "test" / "*.png"))
     assert len(pngs) == 9  # 8 trajectories + the contact sheet
     assert all(os.path.getsize(p) > 500 for p in pngs)
     ckpts = glob.glob(str(tmp_path / "runs" / "ram_quickstart" / "version_0" / "checkpoints" / "*.ckpt"))
@@ -126,7 +126,7 @@ def test_racnn_fit_and_test_on_cub_fixture(tmp_path):
         "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    assert "RA-CNN top-1 accuracy (paper's table)" in out
+    assert "Test report: top-1 accuracy of RACNNLitModule" in out  # the paper's table
     for name in ("test/acc_scale1", "test/acc_scale3", "test/acc_scale1+2+3", "test/acc_fused"):
         assert name in out
     metrics = (tmp_path / "runs" / "racnn_cub" / "version_0" / "metrics.csv").read_text()

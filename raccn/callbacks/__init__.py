@@ -1,5 +1,16 @@
-"""Lightning callbacks (pictures, reports)."""
+"""Lightning callbacks: attention pictures (PNG + W&B), the test report, prediction files."""
 
+from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendered
+from raccn.callbacks.eval_report import EvalReportWriter
 from raccn.callbacks.glimpse_trajectories import GlimpseTrajectoryWriter
+from raccn.callbacks.predictions import PredictionWriter
+from raccn.callbacks.zoom_chains import ZoomChainWriter
 
-__all__ = ["GlimpseTrajectoryWriter"]
+__all__ = [
+    "AttentionPictureCallback",
+    "EvalReportWriter",
+    "GlimpseTrajectoryWriter",
+    "PredictionWriter",
+    "Rendered",
+    "ZoomChainWriter",
+]

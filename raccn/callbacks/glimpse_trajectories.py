@@ -1,80 +1,58 @@
-"""Callback writing pictures of RAM glimpse trajectories for a few test images."""
+"""RAM glimpse trajectories: pictures and a per-step table, as PNG files and in W&B."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
-from raccn.viz import draw_glimpse_path, grid
+from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendered
+from raccn.viz import draw_glimpse_path, loc_to_pixels
+
+COLUMNS = ["image_id", "step", "x", "y", "x_px", "y_px", "log_prob", "baseline", "reward", "pred", "target"]
 
 
-class GlimpseTrajectoryWriter(pl.Callback):
-    """At the end of testing, draw where the model looked on the first ``num_images`` test
-    images and write one PNG per image plus a contact sheet into ``<run dir>/<dirname>/``.
+class GlimpseTrajectoryWriter(AttentionPictureCallback):
+    """Where a RAM looked on K fixed validation (every ``every_n_epochs`` epochs) and test images.
 
-    The run directory is the logger's ``log_dir`` (or the trainer's ``default_root_dir``).
-
-    Args:
-        num_images: how many test images to draw (>= 1).
-        dirname: sub-folder of the run directory.
-        upscale: integer magnification of the pictures.
+    One picture per image (``raccn.viz.draw_glimpse_path``: the nested squares of each scale at
+    every step, numbered, joined by a line; caption: predicted / true class) and a table with one
+    row per (image, step) with columns ``image_id``, ``step`` (1..T), ``x``, ``y`` (glimpse centre
+    in [-1, 1]), ``x_px``, ``y_px`` (in pixels), ``log_prob`` (log pi of the sampled location;
+    empty for step 1, whose location is not sampled by the policy), ``baseline`` (likewise),
+    ``reward`` (1 if the final prediction of the rollout is right, else 0: RAM's reward),
+    ``pred`` (prediction after that glimpse) and ``target``. One stochastic rollout per image,
+    as in training (fixed seed). W&B keys: ``val/glimpses``, ``val/glimpses_table`` (and ``test/``).
+    Arguments: see ``AttentionPictureCallback``.
     """
 
-    def __init__(self, num_images: int = 8, dirname: str = "glimpses", upscale: int = 4) -> None:
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images!r}")
-        self.num_images, self.dirname, self.upscale = num_images, dirname, upscale
-        self._images: list[Tensor] = []
-        self._targets: list[Tensor] = []
-        self.written: list[str] = []
+    def __init__(self, num_images: int = 8, dirname: str = "glimpses", key: str = "glimpses",
+                 every_n_epochs: int = 1, upscale: int = 4, seed: int = 0) -> None:
+        super().__init__(num_images, dirname, key, every_n_epochs, upscale, seed)
 
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._images, self._targets = [], []
-
-    def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:
-        have = sum(len(x) for x in self._images)
-        if have < self.num_images:
-            images, target = batch
-            self._images.append(images[: self.num_images - have].detach())
-            self._targets.append(target[: self.num_images - have].detach())
-
-    @staticmethod
-    def run_dir(trainer: pl.Trainer) -> str:
-        return trainer.log_dir or trainer.default_root_dir
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._images or not trainer.is_global_zero:
-            return
-        images, targets = torch.cat(self._images), torch.cat(self._targets)
-        with torch.no_grad():
-            out = pl_module.net(images)
+    def render(self, pl_module, images: Tensor, targets: Tensor, extras: list[Tensor],
+               to_display) -> Rendered:
         hp = pl_module.hparams
-        pictures = []
-        preds = out.logits[:, -1].argmax(-1)
-        folder = os.path.join(self.run_dir(trainer), self.dirname)
-        os.makedirs(folder, exist_ok=True)
-        self.written = []
-        for i in range(images.shape[0]):
-            pic = draw_glimpse_path(
-                images[i], out.locations[i], hp.patch_size, hp.scales, hp.scale_factor,
-                self.upscale, caption=f"pred {int(preds[i])} / true {int(targets[i])}",
-            )
-            path = os.path.join(folder, f"test_{i:02d}.png")
-            pic.save(path)
-            self.written.append(path)
-            pictures.append(pic)
-        sheet = os.path.join(folder, "test_grid.png")
-        grid(pictures).save(sheet)
-        self.written.append(sheet)
-        rank_zero_info(f"Glimpse trajectories written to {folder}")
-
-    def state_dict(self) -> dict[str, int | None]:
-        return {}
+        out = pl_module.net(images)
+        K, T = out.locations.shape[:2]
+        preds = out.logits.argmax(-1)  # (K, T)
+        reward = (preds[:, -1] == targets).float()  # (K,)
+        pixels = loc_to_pixels(out.locations, *images.shape[-2:])  # (K, T, 2)
+        pad = torch.full((K, 1), float("nan"), device=images.device)
+        log_pi = torch.cat([pad, out.log_pi], 1)  # (K, T), step 1 has none
+        baseline = torch.cat([pad, out.baselines], 1)
+        columns = [out.locations[..., 0], out.locations[..., 1], pixels[..., 0], pixels[..., 1],
+                   log_pi, baseline]
+        values = torch.stack(columns, -1).cpu().tolist()  # (K, T, 6)
+        preds_l, targets_l, reward_l = preds.cpu().tolist(), targets.cpu().tolist(), reward.cpu().tolist()
+        display = to_display(images)
+        rows, pictures, captions = [], [], []
+        for i in range(K):
+            for t in range(T):
+                x, y, xp, yp, lp, b = values[i][t]
+                rows.append([i, t + 1, x, y, xp, yp, None if t == 0 else lp, None if t == 0 else b,
+                             reward_l[i], preds_l[i][t], targets_l[i]])
+            caption = f"pred {preds_l[i][-1]} / true {targets_l[i]}"
+            captions.append(caption)
+            pictures.append(draw_glimpse_path(display[i], out.locations[i], hp.patch_size, hp.scales,
+                                              hp.scale_factor, self.upscale, caption=caption))
+        return Rendered(pictures, captions, list(COLUMNS), rows)

@@ -29,10 +29,11 @@ in image pixels). Accuracies are fractions in [0, 1].
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -68,12 +69,26 @@ class RACNNLitModule(pl.LightningModule):
             channel-summed response) or ``"centroid"`` (the mean position of that map weighted by
             its squared excess over its minimum; sub-cell precise where the map is coarse, e.g.
             3x3 for ResNet-18 at 96 px, where it raised the targets' IoU with the true box from
-            0.37 (peak) to 0.55, docs/RESULTS.md).
+            0.37 (peak) to 0.55, docs/RESULTS.md), or ``"cam"``: the same centroid of the class
+            activation map of the true class (the classifier's weights on the features, positive
+            part), which ignores responses to clutter that do not vote for the class.
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
         reanchor_steps: pre-training steps between every classification and ranking phase (0: none).
         rank_lr_factor: the APN optimiser's learning rates are multiplied by this in ranking
             phases (pre-training uses them as given), in (0, 1].
+        warmup_boxes: boxes cropping the finer scales during warm-up: ``"apn"`` (the untrained
+            APN's centred box) or ``"random"`` (uniformly random squares within the APN's bounds),
+            so the finer scales learn to classify any crop that holds the object, and their
+            confidence rewards boxes on it once ranking starts.
+        cls_box_jitter: in classification phases, crop with the APN's box moved by Gaussian
+            noise of this std (fraction of the scale's input side; side and centre), kept
+            within the APN's bounds: the finer classifiers stay robust to the boxes' later moves
+            (0: none).
+        lr_decay: ``None`` (constant learning rates) or ``"cosine"``: every phase's learning
+            rates follow ``0.5 (1 + cos(pi t / T))`` of their configured value, t the global
+            step and T the run's total steps (``trainer.estimated_stepping_batches``), so that
+            the classifiers settle on the final boxes instead of swinging between epochs.
     """
 
     automatic_optimization = False
@@ -104,6 +119,9 @@ class RACNNLitModule(pl.LightningModule):
         apn_optimizer: OptimizerCallable = _adam,
         rank_lr_factor: float = 1.0,
         reanchor_steps: int = 0,
+        lr_decay: str | None = None,
+        warmup_boxes: str = "apn",
+        cls_box_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         if margin < 0:
@@ -123,8 +141,16 @@ class RACNNLitModule(pl.LightningModule):
             raise ValueError(f"reanchor_steps must be >= 0, got {reanchor_steps!r}")
         if not 0.0 < rank_lr_factor <= 1.0:
             raise ValueError(f"rank_lr_factor must be in (0, 1], got {rank_lr_factor!r}")
-        if apn_pretrain_target not in ("peak", "centroid"):
-            raise ValueError(f"apn_pretrain_target must be 'peak' or 'centroid', got {apn_pretrain_target!r}")
+        if warmup_boxes not in ("apn", "random"):
+            raise ValueError(f"warmup_boxes must be 'apn' or 'random', got {warmup_boxes!r}")
+        if not 0.0 <= cls_box_jitter < 1.0:
+            raise ValueError(f"cls_box_jitter must be in [0, 1), got {cls_box_jitter!r}")
+        if lr_decay not in (None, "cosine"):
+            raise ValueError(f"lr_decay must be null or 'cosine', got {lr_decay!r}")
+        if apn_pretrain_target not in ("peak", "centroid", "cam"):
+            raise ValueError(
+                f"apn_pretrain_target must be 'peak', 'centroid' or 'cam', got {apn_pretrain_target!r}"
+            )
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
                          apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion)
@@ -166,7 +192,18 @@ class RACNNLitModule(pl.LightningModule):
             for m in frozen:
                 m.train()
 
+    def lr_schedule_factor(self) -> float:
+        """Multiplier of all learning rates at the current global step (``lr_decay``)."""
+        if self.hparams.lr_decay is None or self._trainer is None:
+            return 1.0
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            return 1.0
+        t = min(self.global_step / total, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
     def _step(self, optimizer, loss: Tensor, lr_factor: float = 1.0) -> None:
+        lr_factor = lr_factor * self.lr_schedule_factor()
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
             group["lr"] = group["base_lr"] * lr_factor
@@ -176,13 +213,18 @@ class RACNNLitModule(pl.LightningModule):
         optimizer.step()
         self.untoggle_optimizer(optimizer)
 
-    def pretrain_targets(self, out: RACNNOutput) -> list[Tensor]:
+    def pretrain_targets(self, out: RACNNOutput, target: Tensor | None = None) -> list[Tensor]:
         """Per APN, the square (Tensor[B, 3]) centred on the peak (or centroid, see
-        ``apn_pretrain_target``) of the channel-summed last conv features, of side
+        ``apn_pretrain_target``) of the channel-summed last conv features (for ``"cam"``: of the
+        class activation map of the true class ``target`` (Tensor[B])), of side
         ``apn_pretrain_side`` x the input side, moved inside the input."""
         targets = []
         for s, box in enumerate(out.boxes):
-            f = out.features[s].detach().sum(1)  # (B, h, w)
+            if self.hparams.apn_pretrain_target == "cam":
+                weight = self.net.classifiers[s].weight.detach()[target]  # (B, C)
+                f = torch.einsum("bc,bchw->bhw", weight, out.features[s].detach()).clamp(min=0)
+            else:
+                f = out.features[s].detach().sum(1)  # (B, h, w)
             _, h, w = f.shape
             L = out.inputs[s].shape[-1]
             if self.hparams.apn_pretrain_target == "peak":
@@ -190,8 +232,9 @@ class RACNNLitModule(pl.LightningModule):
                 cx = ((idx % w).to(box.dtype) + 0.5) * L / w
                 cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
             else:
-                weight = (f - f.amin(dim=(1, 2), keepdim=True)).square()
-                weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+                weight = f if self.hparams.apn_pretrain_target == "cam" else f - f.amin(dim=(1, 2), keepdim=True)
+                weight = weight.square() + 1e-12  # all-zero maps (no evidence): the centre
+                weight = weight / weight.sum(dim=(1, 2), keepdim=True)
                 cols = (torch.arange(w, device=f.device, dtype=box.dtype) + 0.5) * L / w
                 rows = (torch.arange(h, device=f.device, dtype=box.dtype) + 0.5) * L / h
                 cx = (weight.sum(1) * cols).sum(1)
@@ -199,6 +242,25 @@ class RACNNLitModule(pl.LightningModule):
             tl = torch.full_like(cx, 0.5 * self.hparams.apn_pretrain_side * L)
             targets.append(torch.stack([cx.clamp(tl, L - tl), cy.clamp(tl, L - tl), tl], dim=1))
         return targets
+
+    def _training_crops(self, phase: str):
+        """The ``crop_boxes`` of ``RACNN.forward`` for a classification step (or None)."""
+        hp, f = self.hparams, self.hparams.min_side_fraction
+        if phase == "warmup" and hp.warmup_boxes == "random":
+            def crops(s: int, box: Tensor, L: int) -> Tensor:
+                u = torch.rand_like(box)  # same parametrisation as the APN's sigmoid output
+                tl = 0.5 * L * (f + (1.0 - f) * u[:, 2])
+                return torch.stack([tl + (L - 2 * tl) * u[:, 0], tl + (L - 2 * tl) * u[:, 1], tl], 1)
+            return crops
+        if hp.cls_box_jitter > 0:
+            def crops(s: int, box: Tensor, L: int) -> Tensor:
+                noise = torch.randn_like(box) * hp.cls_box_jitter * L
+                tl = (box[:, 2] + noise[:, 2]).clamp(0.5 * f * L, 0.5 * L)
+                lo, hi = tl, L - tl
+                return torch.stack([torch.minimum(torch.maximum(box[:, 0] + noise[:, 0], lo), hi),
+                                    torch.minimum(torch.maximum(box[:, 1] + noise[:, 1], lo), hi), tl], 1)
+            return crops
+        return None
 
     def training_step(self, batch, batch_idx: int) -> None:
         images, target = batch[0], batch[1]
@@ -208,12 +270,12 @@ class RACNNLitModule(pl.LightningModule):
             out = self._frozen_forward(images)
             loss = sum(
                 F.mse_loss(box / x.shape[-1], t / x.shape[-1])
-                for box, t, x in zip(out.boxes, self.pretrain_targets(out), out.inputs)
+                for box, t, x in zip(out.boxes, self.pretrain_targets(out, target), out.inputs)
             )
             self._step(opt_apn, loss)
             self.log("train/loss_pretrain", loss, prog_bar=True)
         elif phase in ("cls", "warmup"):
-            out = self.net(images, detach_boxes=True)
+            out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase))
             loss = sum(F.cross_entropy(z, target) for z in out.logits)
             loss = loss + F.cross_entropy(out.fused_logits, target)
             self._step(opt_cls, loss)
@@ -304,14 +366,14 @@ class RACNNLitModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        values = self._log_epoch("test")
-        rows = [f"scale {s + 1}" for s in range(self.net.num_scales)] + [c.replace("scale", "scale ") for c in self.combos]
-        keys = [f"test/acc_scale{s + 1}" for s in range(self.net.num_scales)] + [f"test/acc_{c}" for c in self.combos]
-        table = "\n".join(f"  {r:<16} {100 * values[k]:6.2f} %" for r, k in zip(rows, keys))
-        rank_zero_info(f"RA-CNN top-1 accuracy (paper's table):\n{table}\n  {'fused':<16} {100 * values['test/acc_fused']:6.2f} %")
+        self._log_epoch("test")  # the paper's table is printed by raccn.callbacks.EvalReportWriter
 
-    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor | list[Tensor]]:
+        """``pred`` (Tensor[B] int64, fused prediction), ``prob`` (Tensor[B], its fused softmax
+        probability), ``boxes`` (Tensor[B, N-1, 3], see ``image_boxes``) and ``crops`` (the
+        amplified inputs of scales 2..N, list of Tensor[B, C, S_s, S_s])."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         out = self.net(images)
         p, pred = out.fused_logits.softmax(-1).max(1)
-        return {"pred": pred, "prob": p, "boxes": torch.stack(self.image_boxes(out), 1)}
+        return {"pred": pred, "prob": p, "boxes": torch.stack(self.image_boxes(out), 1),
+                "crops": list(out.inputs[1:])}

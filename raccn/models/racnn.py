@@ -10,6 +10,7 @@ average of the scales' softmax outputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -91,12 +92,21 @@ class RACNN(nn.Module):
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
 
-    def forward(self, images: Tensor, detach_boxes: bool = False) -> RACNNOutput:
+    def forward(
+        self,
+        images: Tensor,
+        detach_boxes: bool = False,
+        crop_boxes: Callable[[int, Tensor, int], Tensor] | None = None,
+    ) -> RACNNOutput:
         """
         Args:
             images (Tensor[B, C, S, S]): scale-1 input (square).
             detach_boxes: crop with detached boxes (classification phase: the classification
                 loss then reaches no APN and no earlier trunk through the crops).
+            crop_boxes: optional ``f(s, box, L) -> Tensor[B, 3]`` giving the box actually used to
+                crop scale s's input (``box`` the APN's (tx, ty, tl) on that L x L input), e.g.
+                random or jittered boxes for training the finer scales' classifiers; ``boxes``
+                in the output stay the APN's.
 
         Returns:
             RACNNOutput; ``boxes`` keep their graph to the APNs either way.
@@ -114,8 +124,10 @@ class RACNN(nn.Module):
             if s + 1 < self.num_scales:
                 box = self.apns[s](f, x.shape[-1])
                 boxes.append(box)
-                x = zoom(x, box.detach() if detach_boxes else box, self.input_sizes[s + 1],
-                         k=self.k, grid_grad=self.grid_grad)
+                crop = box.detach() if detach_boxes else box
+                if crop_boxes is not None:
+                    crop = crop_boxes(s, crop, x.shape[-1])
+                x = zoom(x, crop, self.input_sizes[s + 1], k=self.k, grid_grad=self.grid_grad)
                 inputs.append(x)
         if self.fuse is not None:
             fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))

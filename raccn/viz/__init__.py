@@ -1,5 +1,12 @@
 """Pictures of where the attention looks."""
 
-from raccn.viz.draw import draw_glimpse_path, grid, loc_to_pixels, to_pil
+from raccn.viz.draw import (
+    draw_glimpse_path,
+    draw_zoom_chain,
+    grid,
+    loc_to_pixels,
+    scale_colour,
+    to_pil,
+)
 
-__all__ = ["draw_glimpse_path", "grid", "loc_to_pixels", "to_pil"]
+__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "to_pil"]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-__all__ = ["draw_glimpse_path", "grid", "loc_to_pixels", "to_pil"]
+__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "to_pil"]
 
 # Step colours: from blue (first glimpse) to red (last), readable on black and white.
 _START, _END = (40, 120, 255), (255, 60, 40)
@@ -80,12 +80,76 @@ def draw_glimpse_path(
             half = 0.5 * patch_size * scale_factor**j * upscale
             draw.rectangle([cx - half, cy - half, cx + half - 1, cy + half - 1], outline=colour, width=1)
         draw.text((cx + 2, cy + 1), str(t + 1), fill=colour)
+    return _with_caption(pil, caption)
+
+
+TRUE_BOX_COLOUR = (0, 255, 0)
+# Scale colours of RA-CNN boxes: scale 2's box, scale 3's box, ...
+_SCALE_COLOURS = ((255, 200, 0), (0, 220, 255), (255, 60, 200), (120, 255, 80))
+
+
+def scale_colour(s: int) -> tuple[int, int, int]:
+    """Colour of the box that makes scale ``s``'s input (s = 2, 3, ...)."""
+    return _SCALE_COLOURS[(s - 2) % len(_SCALE_COLOURS)]
+
+
+def _with_caption(pil: Image.Image, caption: str | None) -> Image.Image:
     if not caption:
         return pil
-    canvas = Image.new("RGB", (pil.width, pil.height + 14), (255, 255, 255))
+    lines = caption.split("\n")
+    canvas = Image.new("RGB", (pil.width, pil.height + 12 * len(lines) + 2), (255, 255, 255))
     canvas.paste(pil, (0, 0))
-    ImageDraw.Draw(canvas).text((2, pil.height + 1), caption, fill=(0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((2, pil.height + 1 + 12 * i), line, fill=(0, 0, 0))
     return canvas
+
+
+def draw_zoom_chain(
+    image: Tensor,
+    boxes: Tensor,
+    crops: Sequence[Tensor] = (),
+    upscale: int = 1,
+    caption: str | None = None,
+    pad: int = 4,
+    true_box: Tensor | None = None,
+) -> Image.Image:
+    """Draw RA-CNN's attention: every scale's box on the full image, then the amplified crops.
+
+    Args:
+        image (Tensor[C, H, W]): the scale-1 input, values in [0, 1].
+        boxes (Tensor[N-1, 3]): (tx, ty, tl) in the pixels of ``image`` (centre and half side)
+            of the boxes that make scales 2..N's inputs (composed across scales, see
+            ``raccn.ops.boxes.compose_squares``).
+        crops (sequence of Tensor[C, S_s, S_s]): the amplified inputs of scales 2..N, drawn to
+            the right of the image at the image's height (nearest-neighbour), each framed in its
+            box's colour.
+        upscale: integer magnification of the full image.
+        caption: text under the picture (``\\n`` separates lines).
+        true_box (Tensor[4], optional): the object's true box (x0, y0, x1, y1) in image pixels,
+            drawn in green.
+
+    Returns:
+        PIL RGB image. A box's outline covers image pixels [tx - tl, tx + tl) (x) and
+        [ty - tl, ty + tl) (y), times ``upscale``, in ``scale_colour(s)``.
+    """
+    pil = to_pil(image, upscale)
+    draw = ImageDraw.Draw(pil)
+    if true_box is not None:
+        x0, y0, x1, y1 = (round(v * upscale) for v in true_box.detach().float().cpu().tolist())
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=TRUE_BOX_COLOUR, width=1)
+    for s, (tx, ty, tl) in enumerate(boxes.detach().float().cpu().tolist(), start=2):
+        x0, y0, x1, y1 = ((v * upscale) for v in (tx - tl, ty - tl, tx + tl, ty + tl))
+        draw.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], outline=scale_colour(s), width=2)
+        draw.text((round(x0) + 3, round(y0) + 2), str(s), fill=scale_colour(s))
+    side = pil.height
+    sheet = Image.new("RGB", (pil.width + len(crops) * (side + pad), side), (255, 255, 255))
+    sheet.paste(pil, (0, 0))
+    for i, crop in enumerate(crops):
+        c = to_pil(crop).resize((side, side), Image.NEAREST)
+        ImageDraw.Draw(c).rectangle([0, 0, side - 1, side - 1], outline=scale_colour(i + 2), width=2)
+        sheet.paste(c, (pil.width + pad + i * (side + pad), 0))
+    return _with_caption(sheet, caption)
 
 
 def grid(pictures: Sequence[Image.Image], columns: int = 4, pad: int = 4) -> Image.Image:

@@ -1,0 +1,183 @@
+"""RAM training and evaluation throughput (images/s), data already in memory, and where a step goes.
+
+    python benchmarks/ram_throughput.py                                   # 28x28, 6 glimpses of 8x8
+    python benchmarks/ram_throughput.py --image 60 --patch 12 --scales 3  # 60x60, 3 scales of 12x12
+    python benchmarks/ram_throughput.py --mode eval --mc 10               # evaluation, M rollouts
+
+Training (``--mode train``), in this process, on one in-memory batch set (random images; the
+content does not change the cost):
+
+- ``plain_ips``: a bare PyTorch loop of the RAM math: forward, hybrid loss, backward, Adam step;
+- ``lightning_ips``: ``RAMLitModule`` under ``pl.Trainer.fit`` (no logger, no checkpoints, no
+  progress bar, no validation) on a ``DataLoader`` over an in-memory ``TensorDataset``, timed
+  from the first to the last measured batch by a callback;
+- the share of the plain step spent in the glimpse op (its T forward calls; nothing upstream of
+  it needs a gradient), in the recurrent core (T forward+backward steps) and, for Lightning, the
+  extra time per step over the plain loop (``lightning_overhead``).
+
+Evaluation (``--mode eval``): ``RAMLitModule.predict_proba`` (M Monte Carlo rollouts, softmax
+averaged) under ``torch.no_grad``, images/s.
+
+Prints one JSON line; medians over ``--repeats`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from raccn.lit import RAMLitModule
+from raccn.losses import ram_loss
+from raccn.ops import glimpse
+from raccn.runtime import tune_cpu_allocator
+
+
+def build(args) -> RAMLitModule:
+    return RAMLitModule(
+        num_classes=10, in_channels=1, glimpses=args.glimpses, patch_size=args.patch, scales=args.scales,
+        scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=256, core=args.core,
+        std=0.17, init_loc="random", mc_samples=args.mc,
+    )
+
+
+def timed(fn, steps: int) -> float:
+    """Seconds per call of ``fn`` over ``steps`` calls (after 3 warm-up calls)."""
+    for _ in range(3):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tensor):
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step() -> None:
+        out = module.net(images)
+        parts = ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines)
+        opt.zero_grad(set_to_none=True)
+        parts.loss.backward()
+        opt.step()
+
+    return step
+
+
+class _StepTimer(pl.Callback):
+    """Wall time from the start of batch ``skip`` to the end of the last batch."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip, self.t0, self.t1, self.n = skip, None, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.skip:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.skip:
+            self.t1, self.n = time.perf_counter(), batch_idx - self.skip + 1
+
+
+def lightning_seconds_per_step(args, images: torch.Tensor, target: torch.Tensor) -> float:
+    module = build(args)
+    n = args.steps + 3
+    data = TensorDataset(images.repeat(n, 1, 1, 1), target.repeat(n))
+    loader = DataLoader(data, batch_size=args.batch, shuffle=False, num_workers=0)
+    timer = _StepTimer(skip=3)
+    trainer = pl.Trainer(
+        max_steps=n, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[timer], num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return (timer.t1 - timer.t0) / timer.n
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("train", "eval"), default="train")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--image", type=int, default=28)
+    p.add_argument("--patch", type=int, default=8)
+    p.add_argument("--scales", type=int, default=1)
+    p.add_argument("--glimpses", type=int, default=6)
+    p.add_argument("--core", default="rnn")
+    p.add_argument("--mc", type=int, default=1, help="Monte Carlo rollouts (eval)")
+    p.add_argument("--steps", type=int, default=50, help="timed steps per round")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-lightning", action="store_true", help="skip the Trainer measurement")
+    args = p.parse_args()
+    tune_cpu_allocator()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    images = torch.rand(args.batch, 1, args.image, args.image)
+    target = torch.randint(0, 10, (args.batch,))
+    module = build(args)
+    result = {"bench": f"ram_{args.mode}", "batch": args.batch, "image": args.image, "patch": args.patch,
+              "scales": args.scales, "glimpses": args.glimpses, "core": args.core, "threads": args.threads,
+              "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+    if args.mode == "eval":
+        module.eval()
+        result["mc"] = args.mc
+
+        def evaluate() -> None:
+            with torch.no_grad():
+                module.predict_proba(images)
+
+        secs = [timed(evaluate, args.steps) for _ in range(args.repeats)]
+        result["eval_ips"] = round(args.batch / statistics.median(secs))
+        print(json.dumps(result))
+        return
+
+    step = plain_step_fn(module, images, target)
+    plain = [timed(step, args.steps) for _ in range(args.repeats)]
+
+    # components of the plain step
+    net = module.net
+    locs = torch.rand(args.glimpses, args.batch, 2) * 2 - 1
+    gn = net.glimpse_net
+
+    def glimpse_calls() -> None:
+        for t in range(args.glimpses):
+            glimpse(images, locs[t], gn.patch_size, gn.scales, gn.scale_factor)
+
+    g_in = torch.randn(args.glimpses, args.batch, net.core.cell.input_size)
+
+    def core_calls() -> None:
+        state = None
+        hs = []
+        for t in range(args.glimpses):
+            state = net.core(g_in[t], state)
+            hs.append(state[0])
+        torch.stack(hs).sum().backward()
+
+    t_glimpse = statistics.median(timed(glimpse_calls, args.steps) for _ in range(args.repeats))
+    t_core = statistics.median(timed(core_calls, args.steps) for _ in range(args.repeats))
+    t_plain = statistics.median(plain)
+    result.update({
+        "plain_ips": round(args.batch / t_plain),
+        "plain_step_ms": round(1e3 * t_plain, 3),
+        "glimpse_share": round(t_glimpse / t_plain, 3),
+        "core_share": round(t_core / t_plain, 3),
+    })
+    if not args.no_lightning:
+        light = [lightning_seconds_per_step(args, images, target) for _ in range(args.repeats)]
+        t_light = statistics.median(light)
+        result.update({
+            "lightning_ips": round(args.batch / t_light),
+            "lightning_step_ms": round(1e3 * t_light, 3),
+            "lightning_overhead": round((t_light - t_plain) / t_light, 3),
+        })
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Prediction on the user's image files: the data modules' prediction set, and through the CLI
+(`predict --data.init_args.predict_paths [...]`) the CSV, the pictures and the errors."""
+
+import csv
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
+from raccn.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finegrained_fixtures import write_cub
+
+QUICK = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def user_images(tmp_path):
+    """A grey PNG (50x60), an RGB JPEG (80x70) and an RGBA PNG with a space in its name."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    paths = [folder / "grey digit.png", folder / "photo.jpg", folder / "alpha.png"]
+    Image.fromarray(rng.integers(0, 256, (50, 60), dtype=np.uint8), "L").save(paths[0])
+    Image.fromarray(rng.integers(0, 256, (80, 70, 3), dtype=np.uint8), "RGB").save(paths[1], quality=90)
+    Image.fromarray(rng.integers(0, 256, (30, 30, 4), dtype=np.uint8), "RGBA").save(paths[2])
+    return [str(p) for p in paths]
+
+
+def paths_arg(paths):
+    return "--data.init_args.predict_paths=[" + ", ".join(f'"{p}"' for p in paths) + "]"
+
+
+def read_predictions(run_dir):
+    with open(run_dir / "predictions" / "predictions.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def check_predictions(run_dir, paths, class_names, min_width):
+    rows = read_predictions(run_dir)
+    assert [r["path"] for r in rows] == paths  # one row per image, in order
+    for r in rows:
+        k = int(r["class_index"])
+        assert 0 <= k < len(class_names) and r["class_name"] == class_names[k]
+        assert 0.0 < float(r["probability"]) <= 1.0
+        picture = run_dir / "predictions" / r["picture"]
+        with Image.open(picture) as im:
+            assert im.width >= min_width and im.height >= 160
+            lo_hi = im.convert("L").getextrema()
+            assert lo_hi[1] - lo_hi[0] > 100  # not a blank picture
+    assert len({r["picture"] for r in rows}) == len(paths)
+    assert sorted(os.listdir(run_dir / "predictions")) == sorted([r["picture"] for r in rows] + ["predictions.csv"])
+    return rows
+
+
+def test_prediction_set_matches_each_modules_inputs(user_images, tmp_path):
+    dm = ClutteredDigitsDataModule(canvas_size=40, predict_paths=user_images)
+    dm.setup("predict")
+    assert dm.train_set is None  # the digits are not even loaded
+    images, indices = next(iter(dm.predict_dataloader()))
+    assert images.shape == (3, 1, 40, 40) and indices.tolist() == [0, 1, 2]
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert dm.class_names == [str(k) for k in range(10)]
+
+    rgb = LocalizedDigitsDataModule(predict_paths=user_images[:1])
+    image, _ = rgb.predict_dataloader().dataset[0]  # built on demand, without setup
+    assert image.shape == (3, 96, 96) and torch.equal(image[0], image[2])  # grey, as the proxy
+
+    fx = write_cub(tmp_path / "cub", num_classes=3, n_train=2, n_test=1)
+    cub = CUBDataModule(str(fx.data_dir), image_size=32, resize_size=36, predict_paths=user_images)
+    for im in fx.images:  # the data set's own images are not needed to predict
+        im.path.unlink()
+    cub.setup("predict")
+    images, _ = next(iter(cub.predict_dataloader()))
+    assert images.shape == (3, 3, 32, 32) and images.min() < 0  # ImageNet-normalised
+    assert cub.class_names == fx.class_names
+
+
+def test_ram_predict_from_a_checkpoint(user_images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, "configs", "ram_quickstart.yaml")
+    main(["fit", "--config", config, *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.limit_val_batches=1", "--test_after_fit=false"])
+    ckpt = tmp_path / "runs" / "ram_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    main(["predict", "--config", config, *QUICK, f"--ckpt_path={ckpt}", paths_arg(user_images)])
+    run_dir = tmp_path / "runs" / "ram_quickstart" / "version_1"
+    rows = check_predictions(run_dir, user_images, [str(k) for k in range(10)], min_width=160)
+    assert rows[0]["picture"] == "0000_grey_digit.png"
+
+
+def test_racnn_predict_names_the_classes_and_draws_the_zoom_chain(user_images, tmp_path, monkeypatch, capsys):
+    """Predict on CUB (fixture): class names from classes.txt, pictures with the amplified crops."""
+    monkeypatch.chdir(tmp_path)
+    fx = write_cub(tmp_path / "data", num_classes=3, n_train=2, n_test=1)
+    cli = main([
+        "predict", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"), *QUICK,
+        f"--data.init_args.data_dir={fx.data_dir}", "--data.init_args.image_size=64",
+        "--data.init_args.resize_size=72", "--data.init_args.num_workers=0",
+        "--model.init_args.backbone=resnet18", "--model.init_args.weights=null",
+        "--model.init_args.input_sizes=[64, 32, 32]", "--trainer.accelerator=cpu", paths_arg(user_images),
+    ])
+    run_dir = tmp_path / "runs" / "racnn_cub" / "version_0"
+    # upscale 3: 192-pixel image + 2 crops of its height beside it
+    check_predictions(run_dir, user_images, fx.class_names, min_width=3 * 192)
+    out = capsys.readouterr()
+    assert sum(p in out.out + out.err for p in user_images) == len(user_images)  # one line per image
+    predictions = cli.trainer.predict_loop.predictions
+    assert "crops" not in predictions[0] and predictions[0]["boxes"].shape == (3, 2, 3)
+
+
+@pytest.mark.parametrize("bad", ["missing", "garbage"])
+def test_unusable_file_fails_before_predicting(bad, user_images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"{bad}.png"
+    if bad == "garbage":
+        path.write_bytes(b"not an image at all\n" * 8)
+    error = FileNotFoundError if bad == "missing" else ValueError
+    with pytest.raises(error, match=r"(?s)cannot predict: .*" + str(path).replace(".", r"\.")):
+        main(["predict", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"), *QUICK,
+              paths_arg([user_images[0], str(path)])])
+    assert not list(tmp_path.glob("runs/**/predictions.csv"))  # nothing predicted
+
+
+def test_predict_paths_must_be_a_list_of_files():
+    with pytest.raises(ValueError, match="non-empty list of image files"):
+        ClutteredDigitsDataModule(predict_paths=[])
+    with pytest.raises(ValueError, match="non-empty list of image files"):
+        ClutteredDigitsDataModule(predict_paths="a.png")
