@@ -1,6 +1,7 @@
 """RA-CNN model and training procedure: shapes, box bounds, gradient routing per phase,
 phase schedule and its checkpointing, the test table, weights loading, config checks."""
 
+import math
 import os
 
 import pytest
@@ -164,6 +165,10 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"warmup_cls_steps": -1}, "warmup_cls_steps must be >= 0"),
     ({"rank_lr_factor": 0.0}, "rank_lr_factor must be in"),
     ({"reanchor_steps": -1}, "reanchor_steps must be >= 0"),
+    ({"apn_pretrain_target": "mean"}, "apn_pretrain_target must be"),
+    ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
+    ({"cls_box_jitter": 1.5}, "cls_box_jitter must be in"),
+    ({"lr_decay": "step"}, "lr_decay must be null or 'cosine'"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -223,3 +228,58 @@ def test_rank_lr_factor_scales_only_ranking_steps(tmp_path):
                callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
     # pretrain, cls, cls, rank: the APN optimiser runs at 0.4 for pre-training, 0.1 for ranking
     assert seen[0] == pytest.approx(0.4) and seen[-1] == pytest.approx(0.1)
+
+
+def test_cam_pretrain_target_follows_the_true_class():
+    """The CAM target sits on the cell that votes for the true class, not on the strongest
+    response: two cells respond, each through a channel that only one class weighs."""
+    m = module(apn_pretrain_target="cam", apn_pretrain_side=0.25)
+    C = m.net.classifiers[0].in_features
+    f = torch.zeros(2, C, 4, 4)
+    f[:, 0, 1, 3] = 2.0  # channel 0 (class 0) at row 1, col 3: the strongest response
+    f[:, 1, 2, 0] = 1.0  # channel 1 (class 1) at row 2, col 0
+    with torch.no_grad():
+        m.net.classifiers[0].weight.zero_()
+        m.net.classifiers[0].weight[0, 0] = 1.0
+        m.net.classifiers[0].weight[1, 1] = 1.0
+    out = m.net(torch.rand(2, 3, 64, 64))._replace(features=[f, f, f])
+    (boxes, _) = m.pretrain_targets(out, torch.tensor([0, 1]))
+    assert boxes[0, :2].tolist() == pytest.approx([56.0, 24.0], abs=1e-3)  # cell (1, 3)
+    assert boxes[1, :2].tolist() == pytest.approx([8.0, 40.0], abs=1e-3)  # cell (2, 0), moved inside
+    empty = m.pretrain_targets(out._replace(features=[torch.zeros_like(f)] * 3), torch.tensor([0, 1]))[0]
+    assert empty[:, :2].flatten().tolist() == pytest.approx([32.0] * 4)  # no evidence: the centre
+
+
+def test_training_crops_random_warmup_and_jitter_stay_within_the_apn_bounds():
+    torch.manual_seed(0)
+    m = module(warmup_boxes="random", cls_box_jitter=0.2)
+    L, f = 64, m.hparams.min_side_fraction
+    apn_box = torch.tensor([[32.0, 32.0, 20.0]]).repeat(2000, 1)
+    for phase in ("warmup", "cls"):
+        boxes = m._training_crops(phase)(0, apn_box, L)
+        tx, ty, tl = boxes.unbind(1)
+        assert (tl >= 0.5 * f * L - 1e-4).all() and (tl <= 0.5 * L + 1e-4).all()
+        assert (tx - tl >= -1e-4).all() and (tx + tl <= L + 1e-4).all()
+        assert (ty - tl >= -1e-4).all() and (ty + tl <= L + 1e-4).all()
+        assert boxes.std(0).min() > 1.0  # they do vary
+    random_tl = m._training_crops("warmup")(0, apn_box, L)[:, 2]
+    assert random_tl.min() < 0.5 * f * L + 1 and random_tl.max() > 0.5 * L - 1  # the whole range
+    assert module()._training_crops("cls") is None  # default: the APN's boxes
+
+
+def test_cosine_lr_decay_reaches_zero_at_the_end(tmp_path):
+    pl.seed_everything(0)
+    m = module(lr_decay="cosine", apn_pretrain_steps=0, cls_optimizer=lambda p: torch.optim.SGD(p, lr=0.2))
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+               callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
+    # steps 0..3 of 4 (the first is a cls step with factor 1)
+    assert seen[0] == pytest.approx(0.2)
+    assert seen[1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert seen == sorted(seen, reverse=True)

@@ -51,3 +51,24 @@ def test_ram_learns_where_to_look(tmp_path):
     with torch.no_grad():
         second = model.net(x, deterministic=True).locations[:, 1]
     assert (second < -0.4).all()  # the policy mean points at the top-left corner
+
+
+def test_train_metrics_are_logged_at_every_logging_step(tmp_path):
+    """The training step logs only at Lightning's logging steps; none of them may be missed."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    pl.seed_everything(0)
+    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, glimpse_hidden=8, glimpse_dim=8,
+                         hidden_size=8)
+    trainer = pl.Trainer(max_steps=20, log_every_n_steps=5, accelerator="cpu", enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         logger=CSVLogger(tmp_path, name="log"))
+    trainer.fit(model, datamodule=CornerData())
+    rows = list(csv.DictReader(open(tmp_path / "log" / "version_0" / "metrics.csv")))
+    logged = {int(r["step"]): r for r in rows if r.get("train/loss")}
+    assert sorted(logged) == [4, 9, 14, 19]
+    for r in logged.values():
+        for name in ("train/reward", "train/ce", "train/reinforce", "train/baseline_mse"):
+            assert r[name] != ""

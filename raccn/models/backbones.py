@@ -8,6 +8,7 @@ Each entry builds a torchvision classifier and keeps its convolutional part: the
 | ``vgg19`` (paper) | conv1_1 .. conv5_4 + ReLU (last max-pool dropped) | 512 | 16 |
 | ``resnet50`` | conv1 .. layer4 | 2048 | 32 |
 | ``resnet18`` | conv1 .. layer4 | 512 | 32 |
+| ``resnet18_os16`` | the same with layer4 at stride 1 (output stride 16: a finer map for the APN) | 512 | 16 |
 | ``mobilenet_v3_small`` | ``features`` | 576 | 32 |
 
 ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or ``None``
@@ -46,6 +47,20 @@ def _resnet(channels: int) -> Callable[[nn.Module], Trunk]:
     return cut
 
 
+def _resnet_os16(channels: int) -> Callable[[nn.Module], Trunk]:
+    """ResNet cut at layer4 with layer4's downsampling removed (same weights, 2x finer map)."""
+    cut = _resnet(channels)
+
+    def build(model: nn.Module) -> Trunk:
+        block = model.layer4[0]
+        block.conv1.stride = (1, 1) if block.conv1.kernel_size == (3, 3) else block.conv1.stride
+        block.conv2.stride = (1, 1)  # Bottleneck strides in conv2
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+        return cut(model)._replace(stride=16)
+    return build
+
+
 def _mobilenet(model: nn.Module) -> Trunk:
     return Trunk(model.features, 576, 32)
 
@@ -54,8 +69,13 @@ BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {
     "vgg19": _vgg,
     "resnet50": _resnet(2048),
     "resnet18": _resnet(512),
+    "resnet18_os16": _resnet_os16(512),
     "mobilenet_v3_small": _mobilenet,
 }
+
+
+# registry names that are variants of a torchvision architecture (same weights)
+TORCHVISION_NAME = {"resnet18_os16": "resnet18"}
 
 
 def check_backbone(name: str) -> None:
@@ -88,7 +108,8 @@ def _load_weights(name: str, weights: str) -> dict:
 def build_trunk(name: str, weights: str | None = None) -> Trunk:
     """Build the convolutional trunk ``name`` (see the table above) with optional weights."""
     check_backbone(name)
-    model = get_model(name, weights=None)
+    arch = TORCHVISION_NAME.get(name, name)
+    model = get_model(arch, weights=None)
     if weights is not None:
-        model.load_state_dict(_load_weights(name, weights))
+        model.load_state_dict(_load_weights(arch, weights))
     return BACKBONES[name](model)
