@@ -66,7 +66,7 @@ def test_train_metrics_are_logged_at_every_logging_step(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          logger=CSVLogger(tmp_path, name="log"))
     trainer.fit(model, datamodule=CornerData())
-    rows = list(csv.DictReader(open(tmp_path / "log" / "version_0" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "log" / "version_0" / "metrics.csv").read_text().splitlines()))
     logged = {int(r["step"]): r for r in rows if r.get("train/loss")}
     assert sorted(logged) == [4, 9, 14, 19]
     for r in logged.values():
