@@ -72,3 +72,22 @@ def test_train_metrics_are_logged_at_every_logging_step(tmp_path):
     for r in logged.values():
         for name in ("train/reward", "train/ce", "train/reinforce", "train/baseline_mse"):
             assert r[name] != ""
+
+
+def test_wall_clock_is_logged_after_every_validation_epoch(tmp_path):
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    from raccn.callbacks import WallClock
+
+    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, glimpse_hidden=8, glimpse_dim=8,
+                         hidden_size=8)
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         logger=CSVLogger(tmp_path, name="log"), callbacks=[WallClock()])
+    trainer.fit(model, datamodule=CornerData())
+    rows = list(csv.DictReader((tmp_path / "log" / "version_0" / "metrics.csv").read_text().splitlines()))
+    elapsed = [float(r["time/elapsed_s"]) for r in rows if r.get("time/elapsed_s")]
+    assert len(elapsed) == 3 and elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert all(r.get("val/acc") for r in rows if r.get("time/elapsed_s"))

@@ -4,6 +4,7 @@ from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendere
 from raccn.callbacks.eval_report import EvalReportWriter
 from raccn.callbacks.glimpse_trajectories import GlimpseTrajectoryWriter
 from raccn.callbacks.predictions import PredictionWriter
+from raccn.callbacks.wall_clock import WallClock
 from raccn.callbacks.zoom_chains import ZoomChainWriter
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "GlimpseTrajectoryWriter",
     "PredictionWriter",
     "Rendered",
+    "WallClock",
     "ZoomChainWriter",
 ]
