@@ -9,17 +9,22 @@ Attention", Sec. 4.1).
 
 Coordinates are (row, col) of the top-left pixel, 0-based, rows growing downwards. Pixel values
 are non-negative (the canvas background is 0).
+
+Two paths build the same canvases: ``dataset[i]`` (one item, :func:`compose`) and
+``dataset.__getitems__(indices)`` (a whole batch with tensor ops, :func:`compose_batch`), which
+``torch.utils.data.DataLoader`` calls instead of ``B`` reads of ``dataset[i]``. With
+:func:`collate_canvases` as the loader's ``collate_fn`` the batch is handed on as built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 
 class Box(NamedTuple):
@@ -89,6 +94,100 @@ def _paste_region(canvas: Tensor, patch: Tensor, pos: tuple[int, int], what: str
     return canvas[row : row + h, col : col + w]
 
 
+def compose_batch(
+    images: Tensor,
+    index: Tensor,
+    pos: Tensor,
+    canvas_size: int,
+    distractors: Sequence[tuple[Tensor, Tensor, Tensor]] = (),
+    distractor_size: int = 0,
+) -> Tensor:
+    """Batched :func:`compose`: canvas ``b`` holds ``images[index[b]]`` at ``pos[b]`` and, for each
+    distractor, the crop of ``images[source[b]]`` at ``crop[b]`` pasted at ``paste[b]``.
+
+    Args:
+        images (Tensor[N, h, w]): non-negative source images, any dtype (uint8 or float).
+        index (Tensor[B] int64): image used as the digit of each canvas, in ``0..N-1``.
+        pos (Tensor[B, 2] int64): (row, col) of each digit's top-left pixel,
+            ``0 <= row <= S - h``, ``0 <= col <= S - w``.
+        canvas_size (int): side ``S`` of the canvases.
+        distractors (sequence of (Tensor[B] int64, Tensor[B, 2] int64, Tensor[B, 2] int64)): per
+            distractor ``(source, crop, paste)``: image it is cut from, (row, col) of the
+            ``d x d`` crop in that image and of the patch on the canvas; combined by a
+            pixel-wise maximum, after the digit, in order (as :func:`compose`).
+        distractor_size (int): side ``d`` of the patches (unused without distractors).
+
+    Returns:
+        Tensor[B, S, S]: the canvases, dtype and device of ``images``; canvas ``b`` equals
+        ``compose(images[index[b]], S, pos[b], [(crop of source[b], paste[b]), ...])``.
+    """
+    (B,), (n, h, w), S = index.shape, images.shape, canvas_size
+    _check_inside(pos, h, w, S, S, "digit")
+    canvas = images.new_zeros(B, S, S)
+    flat, source_flat = canvas.view(-1), images.reshape(-1)
+    first = torch.arange(B, device=images.device) * (S * S)  # (B,) offset of each canvas
+    where = _window(first + pos[:, 0] * S + pos[:, 1], h, w, S)  # (B, h*w)
+    flat.scatter_(0, where.view(-1), images[index].view(-1))  # windows do not overlap
+    d = distractor_size
+    for source, crop, paste in distractors:
+        if B and not 0 <= int(source.min()) <= int(source.max()) < n:
+            raise ValueError(f"distractor sources must be in 0..{n - 1} (images), got {source}.")
+        _check_inside(crop, d, d, h, w, "distractor crop")
+        _check_inside(paste, d, d, S, S, "distractor")
+        cut = _window(source * (h * w) + crop[:, 0] * w + crop[:, 1], d, d, w)  # (B, d*d)
+        patch = source_flat.gather(0, cut.view(-1))
+        where = _window(first + paste[:, 0] * S + paste[:, 1], d, d, S).view(-1)
+        flat.scatter_(0, where, torch.maximum(flat.gather(0, where), patch))
+    return canvas
+
+
+def _window(start: Tensor, h: int, w: int, row_stride: int) -> Tensor:
+    """Offsets (Tensor[B, h*w] int64) of the h x w windows whose top-left pixels are at the flat
+    offsets ``start`` (Tensor[B]) of row-major images ``row_stride`` pixels wide."""
+    ys = torch.arange(h, device=start.device)[:, None] * row_stride  # (h, 1)
+    xs = torch.arange(w, device=start.device)  # (w,)
+    return start[:, None] + (ys + xs).view(1, -1)
+
+
+def _check_inside(pos: Tensor, h: int, w: int, height: int, width: int, what: str) -> None:
+    """``ValueError`` unless every h x w window at ``pos`` (Tensor[B, 2], (row, col)) lies inside
+    a ``height x width`` image."""
+    row, col = pos[:, 0], pos[:, 1]
+    if pos.shape[0] and not (
+        row.min() >= 0 and row.max() <= height - h and col.min() >= 0 and col.max() <= width - w
+    ):
+        raise ValueError(
+            f"a {what} of size {h}x{w} at (row, col) in [{int(row.min())}..{int(row.max())}] x "
+            f"[{int(col.min())}..{int(col.max())}] does not fit a {height}x{width} image; use "
+            f"0 <= row <= {height - h} and 0 <= col <= {width - w}."
+        )
+
+
+class CanvasBatch(list):
+    """The items of one batch, as ``__getitems__`` must return them (a list of ``(image,
+    label)``, so ``default_collate``, ``Subset`` and ``StackDataset`` work as with any data set),
+    built as one batch and kept whole: ``images`` Tensor[B, 1, S, S] float32, ``labels``
+    Tensor[B] int64; item ``k`` is ``(images[k], labels[k])``, views of them.
+
+    :func:`collate_canvases` returns ``[images, labels]`` directly, without stacking the views
+    again. Do not modify the list: ``images`` and ``labels`` would no longer match it.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        super().__init__(zip(images.unbind(0), labels.unbind(0)))
+        self.images = images
+        self.labels = labels
+
+
+def collate_canvases(samples: list[Any]) -> Any:
+    """``collate_fn`` for the loaders: a :class:`CanvasBatch` becomes ``[images, labels]`` as
+    built (the same values ``default_collate`` would give, without a copy); anything else goes
+    through ``default_collate``."""
+    if isinstance(samples, CanvasBatch):
+        return [samples.images, samples.labels]
+    return default_collate(samples)
+
+
 class TranslatedClutteredDataset(Dataset):
     """Digits on a larger canvas, optionally with clutter (RAM "translated"/"cluttered" MNIST).
 
@@ -108,6 +207,14 @@ class TranslatedClutteredDataset(Dataset):
 
     Items are ``(image, label)``: ``image`` Tensor[1, S, S] float32 in [0, 1], ``label`` a 0-dim
     int64 tensor.
+
+    Batches: ``__getitems__(indices)`` (called by ``DataLoader``) builds the ``B`` canvases at
+    once and returns a :class:`CanvasBatch`. With ``fixed_seed`` set they are identical to
+    ``[self[i] for i in indices]`` (the placements of all items are computed once, by the same
+    code as :meth:`placement`, then looked up). With ``fixed_seed=None`` the placements of the
+    batch come from one ``torch.rand(B, L)`` call instead of ``B`` calls of ``torch.rand(L)``:
+    the same distribution, and with the same RNG state even the same canvases, since
+    PyTorch's CPU generator fills ``(B, L)`` in the order of the ``B`` separate calls (tested).
     """
 
     def __init__(
@@ -161,10 +268,11 @@ class TranslatedClutteredDataset(Dataset):
         # paste row/col.
         d = distractor_size
         per_distractor = [n - 1, h - d + 1, w - d + 1, canvas_size - d + 1, canvas_size - d + 1]
-        self._highs = np.array(
+        self._highs = torch.tensor(
             [canvas_size - h + 1, canvas_size - w + 1] + per_distractor * num_distractors,
-            dtype=np.float64,
-        )
+            dtype=torch.float64,
+        )  # (L,)
+        self._fixed_draws: Tensor | None = None  # (N, L) int64, built on first batched read
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -194,6 +302,38 @@ class TranslatedClutteredDataset(Dataset):
             image = canvas.to(torch.float32, copy=self._is_plain)  # never alias self.images
         return image.unsqueeze(0), self.labels[i]
 
+    def __getitems__(self, indices: Sequence[int]) -> CanvasBatch:
+        """Items ``indices`` (negative ones count from the end) built as one batch.
+
+        Returns:
+            CanvasBatch: ``[(image, label), ...]`` as ``[self[i] for i in indices]``, with
+            ``images`` Tensor[B, 1, S, S] float32 in [0, 1] and ``labels`` Tensor[B] int64.
+        """
+        n = len(self)
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)  # (B,)
+        if idx.numel() and not (-n <= int(idx.min()) and int(idx.max()) < n):
+            raise IndexError(
+                f"indices in [{int(idx.min())}, {int(idx.max())}] out of range for {n} items."
+            )
+        idx = torch.where(idx < 0, idx + n, idx)
+        if self._is_plain:
+            canvas = self.images[idx]  # (B, h, w), a copy
+        else:
+            r = self._draw_batch(idx)  # (B, L)
+            src = r[:, 2::5] + (r[:, 2::5] >= idx[:, None])  # (B, K): skip the item itself
+            distractors = [
+                (src[:, k], r[:, 3 + 5 * k : 5 + 5 * k], r[:, 5 + 5 * k : 7 + 5 * k])
+                for k in range(self.num_distractors)
+            ]
+            canvas = compose_batch(
+                self.images, idx, r[:, :2], self.canvas_size, distractors, self.distractor_size
+            )
+        if canvas.dtype == torch.uint8:
+            images = canvas.float().div_(255.0)
+        else:
+            images = canvas.to(torch.float32)
+        return CanvasBatch(images.unsqueeze(1), self.labels[idx])
+
     def placement(self, i: int) -> Placement:
         """Where item ``i``'s digit and clutter are; only defined when ``fixed_seed`` is set."""
         if self.fixed_seed is None:
@@ -213,14 +353,33 @@ class TranslatedClutteredDataset(Dataset):
         """
         return self.placement(i).digit
 
+    def _integers(self, i: int) -> Tensor:
+        """The random integers (Tensor[L] int64) of item ``i``: drawn (fixed_seed=None) or
+        recomputed (fixed_seed set); ``r[k] = floor(u[k] * highs[k])``, ``u`` uniform in [0, 1)."""
+        if self.fixed_seed is None:
+            u = torch.rand(len(self._highs), dtype=torch.float64)
+        else:
+            rng = np.random.default_rng([self.fixed_seed, i])
+            u = torch.from_numpy(rng.random(len(self._highs)))
+        return (u * self._highs).long()
+
+    def _draw_batch(self, idx: Tensor) -> Tensor:
+        """Random integers (Tensor[B, L] int64) of items ``idx`` (Tensor[B], in ``0..N-1``), as
+        :meth:`_integers` row by row (drawn at once when ``fixed_seed=None``)."""
+        if self.fixed_seed is None:
+            u = torch.rand(len(idx), len(self._highs), dtype=torch.float64)  # (B, L)
+            return (u * self._highs).long()
+        if self._fixed_draws is None:  # once per process, ~9 us per item
+            table = torch.empty(len(self), len(self._highs), dtype=torch.long)
+            for i in range(len(self)):
+                table[i] = self._integers(i)
+            self._fixed_draws = table
+        return self._fixed_draws[idx]
+
     def _draw(self, i: int) -> Placement:
         """Draw (fixed_seed=None) or recompute (fixed_seed set) the placement of item ``i``."""
         _, h, w = self.images.shape
-        if self.fixed_seed is None:
-            u = torch.rand(len(self._highs), dtype=torch.float64).numpy()
-        else:
-            u = np.random.default_rng([self.fixed_seed, i]).random(len(self._highs))
-        r = (u * self._highs).astype(np.int64).tolist()
+        r = self._integers(i).tolist()
         d = self.distractor_size
         distractors = []
         for k in range(2, len(r), 5):
