@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.predict import ImagePathsDataset, resize_transform
+from datamodules.synthetic import collate_canvases
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -103,6 +104,10 @@ class SplitDataModule(pl.LightningDataModule):
         return self._loader(self.predict_set, "predict", shuffle=False)
 
     def _loader(self, dataset: Dataset | None, split: str, shuffle: bool) -> DataLoader:
+        """DataLoader over ``dataset``. Data sets with ``__getitems__`` build each batch at once
+        (the DataLoader calls ``dataset.__getitems__(indices)``); a batch that comes as a
+        :class:`~datamodules.synthetic.CanvasBatch` is passed on as built, anything else is
+        stacked by ``default_collate`` (:func:`~datamodules.synthetic.collate_canvases`)."""
         if dataset is None:
             raise RuntimeError(
                 f"the {split} split is not built yet; call setup() first (the Trainer does it)."
@@ -115,6 +120,7 @@ class SplitDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
+            collate_fn=collate_canvases,
         )
 
 

@@ -94,89 +94,111 @@ def _paste_region(canvas: Tensor, patch: Tensor, pos: tuple[int, int], what: str
     return canvas[row : row + h, col : col + w]
 
 
+class PlacementBatch(NamedTuple):
+    """Placements of ``B`` canvases with ``K`` distractors each, as tensors (int64): the
+    batched :class:`Placement`, positions as (row, col) of top-left pixels.
+
+    ``digit`` Tensor[B, 2]: where each digit goes on its canvas; ``sources`` Tensor[B, K]: the
+    image each patch is cut from; ``crops`` Tensor[B, K, 2]: where in that image;
+    ``pastes`` Tensor[B, K, 2]: where on the canvas.
+    """
+
+    digit: Tensor
+    sources: Tensor
+    crops: Tensor
+    pastes: Tensor
+
+
 def compose_batch(
-    images: Tensor,
-    index: Tensor,
-    pos: Tensor,
-    canvas_size: int,
-    distractors: Sequence[tuple[Tensor, Tensor, Tensor]] = (),
-    distractor_size: int = 0,
+    images: Tensor, index: Tensor, placement: PlacementBatch, canvas_size: int, distractor_size: int
 ) -> Tensor:
-    """Batched :func:`compose`: canvas ``b`` holds ``images[index[b]]`` at ``pos[b]`` and, for each
-    distractor, the crop of ``images[source[b]]`` at ``crop[b]`` pasted at ``paste[b]``.
+    """Batched :func:`compose`: canvas ``b`` holds ``images[index[b]]`` at ``placement.digit[b]``
+    and, for each ``k``, the ``d x d`` crop of ``images[sources[b, k]]`` at ``crops[b, k]``
+    pasted at ``pastes[b, k]`` by a pixel-wise maximum.
 
     Args:
-        images (Tensor[N, h, w]): non-negative source images, any dtype (uint8 or float).
+        images (Tensor[N, h, w]): non-negative source images, any dtype (uint8 or float);
+            contiguous, or they are copied on every call.
         index (Tensor[B] int64): image used as the digit of each canvas, in ``0..N-1``.
-        pos (Tensor[B, 2] int64): (row, col) of each digit's top-left pixel,
-            ``0 <= row <= S - h``, ``0 <= col <= S - w``.
+        placement (PlacementBatch): positions (``digit``: ``0 <= row <= S - h``,
+            ``0 <= col <= S - w``; crops inside the h x w images, patches inside the canvas).
         canvas_size (int): side ``S`` of the canvases.
-        distractors (sequence of (Tensor[B] int64, Tensor[B, 2] int64, Tensor[B, 2] int64)): per
-            distractor ``(source, crop, paste)``: image it is cut from, (row, col) of the
-            ``d x d`` crop in that image and of the patch on the canvas; combined by a
-            pixel-wise maximum, after the digit, in order (as :func:`compose`).
-        distractor_size (int): side ``d`` of the patches (unused without distractors).
+        distractor_size (int): side ``d`` of the patches (unused when ``K = 0``).
 
     Returns:
         Tensor[B, S, S]: the canvases, dtype and device of ``images``; canvas ``b`` equals
-        ``compose(images[index[b]], S, pos[b], [(crop of source[b], paste[b]), ...])``.
+        ``compose(images[index[b]], S, digit[b], [(crop k of b, pastes[b, k]) for k])``
+        (a maximum does not depend on the order of the patches).
     """
-    (B,), (n, h, w), S = index.shape, images.shape, canvas_size
-    _check_inside(pos, h, w, S, S, "digit")
+    (B,), (n, h, w), S, d = index.shape, images.shape, canvas_size, distractor_size
+    digit, sources, crops, pastes = placement
+    K = sources.shape[1]
+    _check_inside(digit, h, w, S, S, "digit")
     canvas = images.new_zeros(B, S, S)
-    flat, source_flat = canvas.view(-1), images.reshape(-1)
+    flat = canvas.view(-1)
     first = torch.arange(B, device=images.device) * (S * S)  # (B,) offset of each canvas
-    where = _window(first + pos[:, 0] * S + pos[:, 1], h, w, S)  # (B, h*w)
-    flat.scatter_(0, where.view(-1), images[index].view(-1))  # windows do not overlap
-    d = distractor_size
-    for source, crop, paste in distractors:
-        if B and not 0 <= int(source.min()) <= int(source.max()) < n:
-            raise ValueError(f"distractor sources must be in 0..{n - 1} (images), got {source}.")
-        _check_inside(crop, d, d, h, w, "distractor crop")
-        _check_inside(paste, d, d, S, S, "distractor")
-        cut = _window(source * (h * w) + crop[:, 0] * w + crop[:, 1], d, d, w)  # (B, d*d)
-        patch = source_flat.gather(0, cut.view(-1))
-        where = _window(first + paste[:, 0] * S + paste[:, 1], d, d, S).view(-1)
-        flat.scatter_(0, where, torch.maximum(flat.gather(0, where), patch))
+    where = _window(first + digit[:, 0] * S + digit[:, 1], h, w, S)  # (B, h*w)
+    flat.scatter_(0, where.view(-1), images[index].view(-1))  # windows of distinct canvases
+    if B == 0 or K == 0:
+        return canvas
+    if not 0 <= int(sources.min()) <= int(sources.max()) < n:
+        raise ValueError(f"distractor sources must index the {n} images (0..{n - 1}).")
+    _check_inside(crops.reshape(-1, 2), d, d, h, w, "distractor crop")
+    _check_inside(pastes.reshape(-1, 2), d, d, S, S, "distractor")
+    cut = _window((sources * (h * w) + crops[..., 0] * w + crops[..., 1]).view(-1), d, d, w)
+    patches = images.reshape(-1).gather(0, cut.view(-1))  # (B*K*d*d,)
+    paste = first[:, None] + pastes[..., 0] * S + pastes[..., 1]  # (B, K)
+    where = _window(paste.view(-1), d, d, S).view(-1)  # (B*K*d*d,), repeats where patches overlap
+    flat.scatter_(0, where, patches)  # exact, whatever the order
     return canvas
 
 
 def _window(start: Tensor, h: int, w: int, row_stride: int) -> Tensor:
-    """Offsets (Tensor[B, h*w] int64) of the h x w windows whose top-left pixels are at the flat
-    offsets ``start`` (Tensor[B]) of row-major images ``row_stride`` pixels wide."""
+    """Offsets (Tensor[M, h*w] int64) of the h x w windows whose top-left pixels are at the flat
+    offsets ``start`` (Tensor[M]) of row-major images ``row_stride`` pixels wide."""
     ys = torch.arange(h, device=start.device)[:, None] * row_stride  # (h, 1)
     xs = torch.arange(w, device=start.device)  # (w,)
     return start[:, None] + (ys + xs).view(1, -1)
 
 
 def _check_inside(pos: Tensor, h: int, w: int, height: int, width: int, what: str) -> None:
-    """``ValueError`` unless every h x w window at ``pos`` (Tensor[B, 2], (row, col)) lies inside
+    """``ValueError`` unless every h x w window at ``pos`` (Tensor[M, 2], (row, col)) lies inside
     a ``height x width`` image."""
-    row, col = pos[:, 0], pos[:, 1]
-    if pos.shape[0] and not (
-        row.min() >= 0 and row.max() <= height - h and col.min() >= 0 and col.max() <= width - w
-    ):
+    if pos.shape[0] == 0:
+        return
+    (row_lo, col_lo), (row_hi, col_hi) = (t.tolist() for t in torch.aminmax(pos, dim=0))
+    if not (0 <= row_lo and row_hi <= height - h and 0 <= col_lo and col_hi <= width - w):
         raise ValueError(
-            f"a {what} of size {h}x{w} at (row, col) in [{int(row.min())}..{int(row.max())}] x "
-            f"[{int(col.min())}..{int(col.max())}] does not fit a {height}x{width} image; use "
+            f"a {what} of size {h}x{w} at (row, col) in [{row_lo}..{row_hi}] x "
+            f"[{col_lo}..{col_hi}] does not fit a {height}x{width} image; use "
             f"0 <= row <= {height - h} and 0 <= col <= {width - w}."
         )
 
 
-class CanvasBatch(list):
-    """The items of one batch, as ``__getitems__`` must return them (a list of ``(image,
-    label)``, so ``default_collate``, ``Subset`` and ``StackDataset`` work as with any data set),
-    built as one batch and kept whole: ``images`` Tensor[B, 1, S, S] float32, ``labels``
-    Tensor[B] int64; item ``k`` is ``(images[k], labels[k])``, views of them.
+class CanvasBatch(Sequence[tuple[Tensor, Tensor]]):
+    """A batch built at once, which also reads as the sequence of its items, as
+    ``__getitems__`` must return them (so ``default_collate``, ``Subset`` and ``StackDataset``
+    work as with any data set).
 
-    :func:`collate_canvases` returns ``[images, labels]`` directly, without stacking the views
-    again. Do not modify the list: ``images`` and ``labels`` would no longer match it.
+    Args:
+        images (Tensor[B, 1, S, S]): float32 in [0, 1].
+        labels (Tensor[B]): int64.
+
+    Item ``k`` is ``(images[k], labels[k])`` (views, made when read); :func:`collate_canvases`
+    returns ``[images, labels]`` without making them.
     """
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
-        super().__init__(zip(images.unbind(0), labels.unbind(0)))
         self.images = images
         self.labels = labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, k: int | slice) -> Any:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        return self.images[k], self.labels[k]  # IndexError past the end ends iteration
 
 
 def collate_canvases(samples: list[Any]) -> Any:
@@ -256,7 +278,7 @@ class TranslatedClutteredDataset(Dataset):
             )
         if fixed_seed is not None and fixed_seed < 0:
             raise ValueError(f"fixed_seed={fixed_seed} is negative; use None or an int >= 0.")
-        self.images = images
+        self.images = images.contiguous()  # batches read it flat
         self.labels = labels.long()
         self.canvas_size = canvas_size
         self.num_distractors = num_distractors
@@ -319,15 +341,10 @@ class TranslatedClutteredDataset(Dataset):
         if self._is_plain:
             canvas = self.images[idx]  # (B, h, w), a copy
         else:
-            r = self._draw_batch(idx)  # (B, L)
-            src = r[:, 2::5] + (r[:, 2::5] >= idx[:, None])  # (B, K): skip the item itself
-            distractors = [
-                (src[:, k], r[:, 3 + 5 * k : 5 + 5 * k], r[:, 5 + 5 * k : 7 + 5 * k])
-                for k in range(self.num_distractors)
-            ]
+            placement = self._placement_batch(idx)
             canvas = compose_batch(
-                self.images, idx, r[:, :2], self.canvas_size, distractors, self.distractor_size
-            )
+                self.images, idx, placement, self.canvas_size, self.distractor_size
+            )  # (B, S, S)
         if canvas.dtype == torch.uint8:
             images = canvas.float().div_(255.0)
         else:
@@ -363,18 +380,24 @@ class TranslatedClutteredDataset(Dataset):
             u = torch.from_numpy(rng.random(len(self._highs)))
         return (u * self._highs).long()
 
-    def _draw_batch(self, idx: Tensor) -> Tensor:
-        """Random integers (Tensor[B, L] int64) of items ``idx`` (Tensor[B], in ``0..N-1``), as
-        :meth:`_integers` row by row (drawn at once when ``fixed_seed=None``)."""
+    def _placement_batch(self, idx: Tensor) -> PlacementBatch:
+        """Placements of items ``idx`` (Tensor[B], in ``0..N-1``), as :meth:`_draw` item by item:
+        from :meth:`_integers` for fixed splits (all items computed once), drawn at once
+        otherwise."""
+        B, K = len(idx), self.num_distractors
         if self.fixed_seed is None:
-            u = torch.rand(len(idx), len(self._highs), dtype=torch.float64)  # (B, L)
-            return (u * self._highs).long()
-        if self._fixed_draws is None:  # once per process, ~9 us per item
-            table = torch.empty(len(self), len(self._highs), dtype=torch.long)
-            for i in range(len(self)):
-                table[i] = self._integers(i)
-            self._fixed_draws = table
-        return self._fixed_draws[idx]
+            u = torch.rand(B, len(self._highs), dtype=torch.float64)  # (B, L)
+            r = (u * self._highs).long()
+        else:
+            if self._fixed_draws is None:  # once per process, ~9 us per item
+                table = torch.empty(len(self), len(self._highs), dtype=torch.long)
+                for i in range(len(self)):
+                    table[i] = self._integers(i)
+                self._fixed_draws = table
+            r = self._fixed_draws[idx]  # (B, L)
+        per = r[:, 2:].view(B, K, 5)  # source, crop row/col, paste row/col
+        sources = per[..., 0] + (per[..., 0] >= idx[:, None])  # skip the item itself
+        return PlacementBatch(r[:, :2], sources, per[..., 1:3], per[..., 3:5])
 
     def _draw(self, i: int) -> Placement:
         """Draw (fixed_seed=None) or recompute (fixed_seed set) the placement of item ``i``."""

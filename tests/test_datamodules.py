@@ -12,16 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset, default_collate
 
 from datamodules import (
     ClutteredDigitsDataModule,
+    LocalizedDigitsDataModule,
     MNISTDataModule,
     TranslatedClutteredDataset,
     mnist_files,
 )
 from datamodules.idx import IdxFormatError, read_idx
-from datamodules.synthetic import compose
+from datamodules.synthetic import (
+    CanvasBatch,
+    PlacementBatch,
+    collate_canvases,
+    compose,
+    compose_batch,
+)
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -287,6 +294,180 @@ def test_placement_needs_fixed_seed():
     ds = TranslatedClutteredDataset(torch.zeros(3, 4, 4), torch.zeros(3), 8, 1, 2)
     with pytest.raises(ValueError, match="fixed_seed"):
         ds.box(0)
+
+
+# ----------------------------------------------------------------------------- batched path
+def stacked_items(ds, indices) -> list[torch.Tensor]:
+    """The per-item path, as the DataLoader ran it before ``__getitems__``: ``[images, labels]``."""
+    return default_collate([ds[i] for i in indices])
+
+
+def ink_origin(images: torch.Tensor) -> torch.Tensor:
+    """(row, col) (Tensor[B, 2]) of the first inked row and column of each Tensor[B, 1, S, S]."""
+    mask = images[:, 0] > 0
+    return torch.stack([mask.any(2).int().argmax(1), mask.any(1).int().argmax(1)], 1)
+
+
+@pytest.mark.parametrize("variant", ["plain", "translated", "cluttered"])
+def test_batched_items_equal_per_item_for_fixed_splits(tmp_path, variant):
+    write_mnist(tmp_path, gz=True)
+    dm = make_mnist(tmp_path, variant=variant, canvas_size=44, num_distractors=4)
+    S = dm.image_size[0]
+    for ds in (dm.val_set, dm.test_set):
+        indices = [3, 0, -1, 7, 3, len(ds) - 2]  # any order, repeats, negative
+        batch = ds.__getitems__(indices)
+        assert isinstance(batch, CanvasBatch) and len(batch) == 6
+        x, y = collate_canvases(batch)
+        assert x.shape == (6, 1, S, S) and x.dtype == torch.float32
+        assert y.shape == (6,) and y.dtype == torch.int64
+        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+        expected = stacked_items(ds, indices)
+        assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])
+        for k, i in enumerate(indices):  # the batch also reads as its items
+            assert all(torch.equal(a, b) for a, b in zip(batch[k], ds[i]))
+        everything = list(range(len(ds)))
+        assert torch.equal(collate_canvases(ds.__getitems__(everything))[0], stacked_items(ds, everything)[0])
+    with pytest.raises(IndexError, match="out of range"):
+        dm.test_set.__getitems__([0, len(dm.test_set)])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize(
+    "shape, canvas_size, k", [((12, 12), 12, 0), ((12, 9), 12, 0), ((12, 9), 30, 3), ((9, 9), 16, 8)]
+)
+def test_batched_canvases_match_pixel_loop_reference(dtype, shape, canvas_size, k):
+    images = torch.randint(1, 256, (40, *shape), dtype=torch.uint8)
+    images = images if dtype == torch.uint8 else images.float() / 255
+    ds = TranslatedClutteredDataset(images, torch.arange(40) % 10, canvas_size, k, 5, fixed_seed=4)
+    x, y = collate_canvases(ds.__getitems__(list(range(40))))
+    assert torch.equal(y, torch.arange(40) % 10)
+    for i in range(40):  # with 8 patches on 16x16, patches overlap each other and the digit
+        assert torch.equal(x[i, 0], reference_canvas(ds, i))
+
+
+def test_compose_batch_matches_compose_and_rejects_out_of_canvas():
+    images = torch.rand(6, 5, 4)
+    index = torch.tensor([2, 0, 2])
+    placement = PlacementBatch(
+        digit=torch.tensor([[0, 0], [2, 3], [1, 2]]),
+        sources=torch.tensor([[1, 5], [4, 4], [0, 3]]),
+        crops=torch.tensor([[[0, 0], [3, 2]], [[1, 1], [2, 0]], [[0, 2], [1, 1]]]),
+        pastes=torch.tensor([[[0, 0], [1, 1]], [[5, 5], [3, 4]], [[2, 2], [2, 3]]]),
+    )
+    out = compose_batch(images, index, placement, 7, 2)
+    assert out.shape == (3, 7, 7) and out.dtype == images.dtype
+    for b in range(3):
+        clutter = [
+            (images[int(s), r : r + 2, c : c + 2], tuple(p.tolist()))
+            for s, (r, c), p in zip(placement.sources[b], placement.crops[b], placement.pastes[b])
+        ]
+        assert torch.equal(out[b], compose(images[index[b]], 7, tuple(placement.digit[b].tolist()), clutter))
+    with pytest.raises(ValueError, match="digit .* 0 <= col <= 3"):
+        compose_batch(images, index, placement._replace(digit=placement.digit + 1), 7, 2)
+    with pytest.raises(ValueError, match="distractor crop"):
+        compose_batch(images, index, placement._replace(crops=placement.crops + 2), 7, 2)
+    with pytest.raises(ValueError, match="distractor of size 2x2"):
+        compose_batch(images, index, placement._replace(pastes=placement.pastes - 1), 7, 2)
+    with pytest.raises(ValueError, match="sources"):
+        compose_batch(images, index, placement._replace(sources=placement.sources + 1), 7, 2)
+
+
+def test_batched_train_draws_follow_the_per_item_stream(tmp_path):
+    """With the same RNG state the batch equals the items read one by one (torch.rand(B, L)
+    fills in the order of B calls of torch.rand(L)); a new batch is drawn afresh."""
+    write_mnist(tmp_path, gz=True)
+    ds = make_mnist(tmp_path, variant="cluttered", canvas_size=44).train_set
+    indices = [5, 1, 1, 30, 0, 39]
+    torch.manual_seed(0)
+    expected = stacked_items(ds, indices)
+    torch.manual_seed(0)
+    first = collate_canvases(ds.__getitems__(indices))
+    second = collate_canvases(ds.__getitems__(indices))
+    assert torch.equal(first[0], expected[0]) and torch.equal(first[1], expected[1])
+    assert not torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0][1], first[0][2])  # a repeated index is placed anew
+
+
+def test_batched_train_placement_is_uniform_and_inside_the_canvas():
+    images = torch.full((2, 4, 4), 255, dtype=torch.uint8)
+    ds = TranslatedClutteredDataset(images, torch.zeros(2), canvas_size=6)  # 3x3 positions
+    torch.manual_seed(0)
+    x, _ = collate_canvases(ds.__getitems__([0] * 900))
+    assert torch.equal(x.sum((1, 2, 3)), torch.full((900,), 16.0))  # the whole digit, always
+    origin = ink_origin(x)
+    assert all(bool(x[b, 0, r : r + 4, c : c + 4].eq(1).all()) for b, (r, c) in enumerate(origin.tolist()))
+    counts = torch.zeros(3, 3).index_put_(tuple(origin.T), torch.ones(900), accumulate=True)
+    assert counts.min() > 70 and counts.max() < 130  # expected 100 each
+
+
+def test_batched_distractors_come_from_other_images():
+    images = torch.tensor([100, 200], dtype=torch.uint8).view(2, 1, 1).expand(2, 4, 4)
+    ds = TranslatedClutteredDataset(images, torch.tensor([0, 1]), 12, 3, 2)
+    torch.manual_seed(0)
+    x, y = collate_canvases(ds.__getitems__([0, 1] * 50))
+    assert torch.equal(y, torch.tensor([0, 1] * 50))
+    item0, item1 = x[0::2], x[1::2]
+    assert torch.all((item0 == 100 / 255).sum((1, 2, 3)) <= 16)
+    assert torch.all((item0 == 200 / 255).sum((1, 2, 3)) > 0)
+    assert torch.all((item1 == 200 / 255).sum((1, 2, 3)) == 16)
+
+
+@pytest.mark.parametrize("variant", ["plain", "translated", "cluttered"])
+def test_loaders_take_the_batched_path_and_give_the_same_batches(tmp_path, monkeypatch, variant):
+    write_mnist(tmp_path, gz=True)
+    dm = make_mnist(tmp_path, variant=variant, canvas_size=44, num_distractors=4, batch_size=8)
+    expected = {
+        split: [stacked_items(ds, range(s, min(s + 8, len(ds)))) for s in range(0, len(ds), 8)]
+        for split, ds in (("val", dm.val_set), ("test", dm.test_set))
+    }
+
+    def per_item_read(self, i):
+        raise AssertionError("the loader read one item at a time")
+
+    monkeypatch.setattr(TranslatedClutteredDataset, "__getitem__", per_item_read)
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        assert loader.collate_fn is collate_canvases
+        batches = list(loader)
+        assert len(batches) == len(expected[split])
+        for got, want in zip(batches, expected[split]):
+            assert type(got) is type(want) and len(got) == 2  # [images, labels], as before
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    torch.manual_seed(0)
+    train = list(dm.train_dataloader())
+    x, y = torch.cat([b[0] for b in train]), torch.cat([b[1] for b in train])
+    assert x.shape == (40, 1, *dm.image_size) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert sorted(y.tolist()) == sorted(dm.train_set.labels.tolist())  # every item once
+    torch.manual_seed(0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(train, dm.train_dataloader()))
+    if variant != "plain":
+        assert len(set(map(tuple, ink_origin(x).tolist()))) > 5  # digits at varied positions
+
+
+def test_batched_path_with_workers_subset_and_digits(tmp_path, digits_pair):
+    write_mnist(tmp_path, gz=True)
+    dm = make_mnist(tmp_path, variant="cluttered", canvas_size=44, num_workers=1)
+    (x, y), expected = next(iter(dm.val_dataloader())), stacked_items(dm.val_set, range(8))
+    assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])
+    # a Subset forwards __getitems__; torch's default collate stacks the items of the batch
+    subset = DataLoader(Subset(dm.test_set, [5, 1, 2]), batch_size=2)
+    got = torch.cat([b[0] for b in subset])
+    assert torch.equal(got, stacked_items(dm.test_set, [5, 1, 2])[0])
+    # float digits (scikit-learn) take the same path
+    digits, _ = digits_pair
+    x, y = next(iter(digits.val_dataloader()))
+    expected = stacked_items(digits.val_set, range(64))
+    assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])
+
+
+def test_localized_digits_keep_the_per_item_path_with_boxes():
+    dm = LocalizedDigitsDataModule(batch_size=4)
+    dm.setup("fit")
+    x, y, box = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, 3, 96, 96) and y.shape == (4,) and box.shape == (4, 4)
+    b = dm.val_set.dataset.box(2)
+    assert box[2].tolist() == [b.col, b.row, b.col + b.width, b.row + b.height]
+    assert torch.equal(x[2], dm.val_set.dataset[2][0].expand(3, -1, -1))
 
 
 # ----------------------------------------------------------------------------- missing / corrupt
