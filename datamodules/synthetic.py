@@ -149,7 +149,7 @@ def compose_batch(
     patches = images.reshape(-1).gather(0, cut.view(-1))  # (B*K*d*d,)
     paste = first[:, None] + pastes[..., 0] * S + pastes[..., 1]  # (B, K)
     where = _window(paste.view(-1), d, d, S).view(-1)  # (B*K*d*d,), repeats where patches overlap
-    flat.scatter_(0, where, patches)  # exact, whatever the order
+    flat.scatter_reduce_(0, where, patches, "amax")  # exact, whatever the order
     return canvas
 
 

@@ -326,14 +326,17 @@ def test_batched_items_equal_per_item_for_fixed_splits(tmp_path, variant):
         for k, i in enumerate(indices):  # the batch also reads as its items
             assert all(torch.equal(a, b) for a, b in zip(batch[k], ds[i]))
         everything = list(range(len(ds)))
-        assert torch.equal(collate_canvases(ds.__getitems__(everything))[0], stacked_items(ds, everything)[0])
+        assert torch.equal(
+            collate_canvases(ds.__getitems__(everything))[0], stacked_items(ds, everything)[0]
+        )
     with pytest.raises(IndexError, match="out of range"):
         dm.test_set.__getitems__([0, len(dm.test_set)])
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize(
-    "shape, canvas_size, k", [((12, 12), 12, 0), ((12, 9), 12, 0), ((12, 9), 30, 3), ((9, 9), 16, 8)]
+    "shape, canvas_size, k",
+    [((12, 12), 12, 0), ((12, 9), 12, 0), ((12, 9), 30, 3), ((9, 9), 16, 8)],
 )
 def test_batched_canvases_match_pixel_loop_reference(dtype, shape, canvas_size, k):
     images = torch.randint(1, 256, (40, *shape), dtype=torch.uint8)
@@ -361,7 +364,9 @@ def test_compose_batch_matches_compose_and_rejects_out_of_canvas():
             (images[int(s), r : r + 2, c : c + 2], tuple(p.tolist()))
             for s, (r, c), p in zip(placement.sources[b], placement.crops[b], placement.pastes[b])
         ]
-        assert torch.equal(out[b], compose(images[index[b]], 7, tuple(placement.digit[b].tolist()), clutter))
+        assert torch.equal(
+            out[b], compose(images[index[b]], 7, tuple(placement.digit[b].tolist()), clutter)
+        )
     with pytest.raises(ValueError, match="digit .* 0 <= col <= 3"):
         compose_batch(images, index, placement._replace(digit=placement.digit + 1), 7, 2)
     with pytest.raises(ValueError, match="distractor crop"):
@@ -395,7 +400,9 @@ def test_batched_train_placement_is_uniform_and_inside_the_canvas():
     x, _ = collate_canvases(ds.__getitems__([0] * 900))
     assert torch.equal(x.sum((1, 2, 3)), torch.full((900,), 16.0))  # the whole digit, always
     origin = ink_origin(x)
-    assert all(bool(x[b, 0, r : r + 4, c : c + 4].eq(1).all()) for b, (r, c) in enumerate(origin.tolist()))
+    assert all(
+        bool(x[b, 0, r : r + 4, c : c + 4].eq(1).all()) for b, (r, c) in enumerate(origin.tolist())
+    )
     counts = torch.zeros(3, 3).index_put_(tuple(origin.T), torch.ones(900), accumulate=True)
     assert counts.min() > 70 and counts.max() < 130  # expected 100 each
 
