@@ -2,6 +2,7 @@
 (`predict --data.init_args.predict_paths [...]`) the CSV, the pictures and the errors."""
 
 import csv
+import logging
 import os
 import sys
 
@@ -94,9 +95,11 @@ def test_ram_predict_from_a_checkpoint(user_images, tmp_path, monkeypatch):
     assert rows[0]["picture"] == "0000_grey_digit.png"
 
 
-def test_racnn_predict_names_the_classes_and_draws_the_zoom_chain(user_images, tmp_path, monkeypatch, capsys):
+def test_racnn_predict_names_the_classes_and_draws_the_zoom_chain(user_images, tmp_path, monkeypatch, capsys,
+                                                                  caplog):
     """Predict on CUB (fixture): class names from classes.txt, pictures with the amplified crops."""
     monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
     fx = write_cub(tmp_path / "data", num_classes=3, n_train=2, n_test=1)
     cli = main([
         "predict", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"), *QUICK,
@@ -109,7 +112,10 @@ def test_racnn_predict_names_the_classes_and_draws_the_zoom_chain(user_images, t
     # upscale 3: 192-pixel image + 2 crops of its height beside it
     check_predictions(run_dir, user_images, fx.class_names, min_width=3 * 192)
     out = capsys.readouterr()
-    assert sum(p in out.out + out.err for p in user_images) == len(user_images)  # one line per image
+    # one line per image (through Lightning's logger: captured as a log record, or as stderr when
+    # its handler was created inside this test, depending on the tests run before)
+    text = out.out + out.err + caplog.text
+    assert sum(p in text for p in user_images) == len(user_images)
     predictions = cli.trainer.predict_loop.predictions
     assert "crops" not in predictions[0] and predictions[0]["boxes"].shape == (3, 2, 3)
 
