@@ -214,18 +214,25 @@ def test_pretrain_targets(target, expected_cx):
     assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)
 
 
-def test_rank_lr_factor_scales_only_ranking_steps(tmp_path):
-    pl.seed_everything(0)
-    m = module(rank_lr_factor=0.25, apn_optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+def learning_rates_per_step(m, optimizer: int, tmp_path, steps: int = 4) -> list[float]:
+    """Fit ``m`` on TinyData for ``steps`` steps; the learning rate of optimiser ``optimizer``
+    (0: classification, 1: APN) after every step."""
     seen = []
 
     class Spy(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.append(trainer.optimizers[1].param_groups[0]["lr"])
+            seen.append(trainer.optimizers[optimizer].param_groups[0]["lr"])
 
-    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+    pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
                enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
                callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
+    return seen
+
+
+def test_rank_lr_factor_scales_only_ranking_steps(tmp_path):
+    pl.seed_everything(0)
+    m = module(rank_lr_factor=0.25, apn_optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+    seen = learning_rates_per_step(m, 1, tmp_path)
     # pretrain, cls, cls, rank: the APN optimiser runs at 0.4 for pre-training, 0.1 for ranking
     assert seen[0] == pytest.approx(0.4) and seen[-1] == pytest.approx(0.1)
 
@@ -270,15 +277,7 @@ def test_training_crops_random_warmup_and_jitter_stay_within_the_apn_bounds():
 def test_cosine_lr_decay_reaches_zero_at_the_end(tmp_path):
     pl.seed_everything(0)
     m = module(lr_decay="cosine", apn_pretrain_steps=0, cls_optimizer=lambda p: torch.optim.SGD(p, lr=0.2))
-    seen = []
-
-    class Spy(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-               callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
+    seen = learning_rates_per_step(m, 0, tmp_path)
     # steps 0..3 of 4 (the first is a cls step with factor 1)
     assert seen[0] == pytest.approx(0.2)
     assert seen[1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi / 4)))

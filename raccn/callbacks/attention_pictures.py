@@ -29,6 +29,7 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from raccn.callbacks.run_dir import run_dir
 from raccn.viz import grid
 
 __all__ = ["AttentionPictureCallback", "Rendered"]
@@ -73,7 +74,6 @@ class AttentionPictureCallback(pl.Callback):
         self.num_images, self.dirname, self.key = num_images, dirname, key
         self.every_n_epochs, self.upscale, self.seed = every_n_epochs, upscale, seed
         self._fixed: dict[str, list[list[Tensor]]] = {"val": [], "test": []}
-        self._done: set[str] = set()  # splits whose fixed set is complete
         self.written: list[str] = []  #: files written by the last call
 
     # -- the subclass's part ---------------------------------------------------------------
@@ -92,15 +92,12 @@ class AttentionPictureCallback(pl.Callback):
 
     # -- collection of the fixed images ----------------------------------------------------
     def _collect(self, split: str, batch: Any) -> None:
-        if split in self._done or not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             return
         store = self._fixed[split]
-        have = sum(len(part[0]) for part in store)
-        need = self.num_images - have
+        need = self.num_images - sum(len(part[0]) for part in store)
         if need > 0:
             store.append([t[:need].detach().cpu() for t in batch])
-        if have + min(need, len(batch[0])) >= self.num_images:
-            self._done.add(split)
 
     def _fixed_batch(self, split: str) -> list[Tensor] | None:
         store = self._fixed[split]
@@ -113,17 +110,13 @@ class AttentionPictureCallback(pl.Callback):
             self._collect("val", batch)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._fixed["test"], self._done = [], self._done - {"test"}
+        self._fixed["test"] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if dataloader_idx == 0:
             self._collect("test", batch)
 
     # -- output ----------------------------------------------------------------------------
-    @staticmethod
-    def run_dir(trainer: pl.Trainer) -> str:
-        return trainer.log_dir or trainer.default_root_dir
-
     @staticmethod
     def display_fn(trainer: pl.Trainer) -> Callable[[Tensor], Tensor]:
         """The map of model inputs (Tensor[..., C, h, w]) to [0, 1] for drawing: undoes the
@@ -164,7 +157,7 @@ class AttentionPictureCallback(pl.Callback):
                                   self.display_fn(trainer))
         finally:
             pl_module.train(was_training)
-        folder = os.path.join(self.run_dir(trainer), self.dirname, tag)
+        folder = os.path.join(run_dir(trainer), self.dirname, tag)
         os.makedirs(folder, exist_ok=True)
         self.written = []
         for i, pic in enumerate(out.pictures):

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from raccn.callbacks.run_dir import run_dir
+
 __all__ = ["EvalReportWriter", "ReportRow", "report_rows"]
 
 COLUMNS = ["row", "metric", "accuracy", "accuracy_percent"]
@@ -124,7 +126,7 @@ class EvalReportWriter(pl.Callback):
             rank_zero_warn(f"EvalReportWriter: no '{self.prefix}acc*' metric was logged, so no test "
                            "report was written; log accuracies as test/acc* to get one.")
             return
-        folder = trainer.log_dir or trainer.default_root_dir
+        folder = run_dir(trainer)
         os.makedirs(folder, exist_ok=True)
         base = os.path.join(folder, self.filename)
         with open(base + ".csv", "w", newline="") as fh:

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from raccn.callbacks.attention_pictures import AttentionPictureCallback
+from raccn.callbacks.run_dir import run_dir
 from raccn.viz import draw_glimpse_path, draw_zoom_chain
 
 __all__ = ["PredictionWriter"]
@@ -78,7 +79,7 @@ class PredictionWriter(BasePredictionWriter):
         self._seen = 0  # images written so far in this run
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.folder = os.path.join(trainer.log_dir or trainer.default_root_dir, self.dirname)
+        self.folder = os.path.join(run_dir(trainer), self.dirname)
         self.rows, self._seen = [], 0
         if trainer.is_global_zero:
             os.makedirs(self.folder, exist_ok=True)

@@ -40,6 +40,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.losses import ranking_loss
+from raccn.models.apn import square_from_unit
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
@@ -248,17 +249,14 @@ class RACNNLitModule(pl.LightningModule):
         hp, f = self.hparams, self.hparams.min_side_fraction
         if phase == "warmup" and hp.warmup_boxes == "random":
             def crops(s: int, box: Tensor, L: int) -> Tensor:
-                u = torch.rand_like(box)  # same parametrisation as the APN's sigmoid output
-                tl = 0.5 * L * (f + (1.0 - f) * u[:, 2])
-                return torch.stack([tl + (L - 2 * tl) * u[:, 0], tl + (L - 2 * tl) * u[:, 1], tl], 1)
+                return square_from_unit(torch.rand_like(box), L, f)  # uniform over the APN's range
             return crops
         if hp.cls_box_jitter > 0:
             def crops(s: int, box: Tensor, L: int) -> Tensor:
                 noise = torch.randn_like(box) * hp.cls_box_jitter * L
                 tl = (box[:, 2] + noise[:, 2]).clamp(0.5 * f * L, 0.5 * L)
-                lo, hi = tl, L - tl
-                return torch.stack([torch.minimum(torch.maximum(box[:, 0] + noise[:, 0], lo), hi),
-                                    torch.minimum(torch.maximum(box[:, 1] + noise[:, 1], lo), hi), tl], 1)
+                centre = (box[:, :2] + noise[:, :2]).clamp(tl[:, None], (L - tl)[:, None])
+                return torch.cat([centre, tl[:, None]], 1)
             return crops
         return None
 

@@ -16,6 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def square_from_unit(u: Tensor, extent: int, min_side_fraction: float) -> Tensor:
+    """Map u (Tensor[B, 3]) = (u_x, u_y, u_l) in [0, 1]^3 to the square (tx, ty, tl) (Tensor[B, 3],
+    pixels of the L x L input, L = ``extent``) by the formulas of the module docstring: side at
+    least ``min_side_fraction`` x L, the square inside [0, L]^2."""
+    f = min_side_fraction
+    tl = 0.5 * extent * (f + (1.0 - f) * u[:, 2])
+    free = extent - 2.0 * tl
+    return torch.stack([tl + free * u[:, 0], tl + free * u[:, 1], tl], dim=1)
+
+
 class AttentionProposalNetwork(nn.Module):
     """Args:
         in_channels: C of the trunk's last conv features.
@@ -51,7 +61,4 @@ class AttentionProposalNetwork(nn.Module):
             Tensor[B, 3]: (tx, ty, tl) in the input's pixels, inside [0, L]^2.
         """
         u = torch.sigmoid(self.fc2(F.relu(self.fc1(self.pool(features).flatten(1)))))
-        f = self.min_side_fraction
-        tl = 0.5 * extent * (f + (1.0 - f) * u[:, 2])
-        free = extent - 2.0 * tl
-        return torch.stack([tl + free * u[:, 0], tl + free * u[:, 1], tl], dim=1)
+        return square_from_unit(u, extent, self.min_side_fraction)
