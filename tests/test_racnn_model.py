@@ -47,6 +47,35 @@ def test_forward_shapes(B, fusion):
     assert [b.shape for b in out.boxes] == [(B, 3)] * 2
 
 
+@pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "resnet18_os16", "mobilenet_v3_small"])
+def test_backbone_taps_give_the_map_at_their_stride(name):
+    trunk = build_trunk(name)
+    x = torch.rand(1, 3, 64, 64)
+    assert trunk.features(x).shape == (1, trunk.channels, 64 // trunk.stride, 64 // trunk.stride)
+    assert 16 in trunk.taps and 8 in trunk.taps
+    for stride, (n, channels) in trunk.taps.items():
+        assert trunk.features[:n](x).shape == (1, channels, 64 // stride, 64 // stride)
+        if n < len(trunk.features):  # the last map at that stride: the next module downsamples
+            assert trunk.features[: n + 1](x).shape[-1] < 64 // stride or n + 1 == len(trunk.features)
+
+
+def test_apn_reads_the_stride16_map_when_asked():
+    torch.manual_seed(0)
+    small = {**SMALL, "num_scales": 2, "input_sizes": [64, 64]}
+    last, mid = RACNN(5, **small), RACNN(5, apn_features="stride16", **small)
+    mid.trunks.load_state_dict(last.trunks.state_dict())  # same trunks; the APN input differs
+    x = torch.rand(2, 3, 64, 64)
+    a, b = last.eval()(x), mid.eval()(x)
+    assert a.apn_features[0] is a.features[0] and a.features[0].shape == (2, 512, 2, 2)
+    assert b.apn_features[0].shape == (2, 256, 4, 4)  # ResNet-18 layer3
+    torch.testing.assert_close(b.apn_features[0], last.trunks[0][:7](x))
+    torch.testing.assert_close(b.features[0], a.features[0])  # the classifier's map is unchanged
+    assert mid.apns[0].fc1.in_features == 256 * 2 * 2
+    assert RACNN(5, apn_features="stride8", **small)(x).apn_features[0].shape == (2, 128, 8, 8)  # layer2
+    with pytest.raises(ValueError, match="apn_features must be one of"):
+        RACNN(5, apn_features="layer3", **small)
+
+
 def test_shared_trunk_has_one_trunk():
     assert len(RACNN(5, shared_trunk=True, **SMALL).trunks) == 1
     assert len(RACNN(5, **SMALL).trunks) == 3
@@ -208,7 +237,7 @@ def test_pretrain_targets(target, expected_cx):
     f = torch.zeros(1, 2, 4, 4)
     f[0, :, 1, 3] = 1.0  # peak at cell (row 1, col 3) of 16-px cells on a 64-px input
     f[0, :, 1, 2] = 0.5
-    out = m.net(torch.rand(1, 3, 64, 64))._replace(features=[f, f, f])
+    out = m.net(torch.rand(1, 3, 64, 64))._replace(apn_features=[f, f])
     (cx, cy, tl), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
     assert tl == 8.0  # 0.5 * 0.25 * 64; the centre stays inside [8, 56]
     assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)

@@ -91,6 +91,17 @@ def test_gradient_routing():
     assert {n for n, g in rl.items() if g} == {n for n in rl if n.startswith("locator")}
 
 
+def test_policy_gradient_reaches_the_core_only_when_asked():
+    torch.manual_seed(3)
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 5, (8,))
+    for to_core in (False, True):
+        m = small_model(policy_grad_to_core=to_core)
+        out = m(x)
+        rl = grads(m, ram_loss(out.logits[:, -1], y, out.log_pi, out.baselines).reinforce)
+        reached = {n.split(".")[0] for n, g in rl.items() if g}
+        assert reached == ({"locator", "core", "glimpse_net"} if to_core else {"locator"})
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"std": 0.0}, "std must be > 0"),
     ({"std": -1.0}, "std must be > 0"),

@@ -67,7 +67,7 @@ class RACNNLitModule(pl.LightningModule):
         apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
         apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
         apn_pretrain_target: centre of that square: ``"peak"`` (paper: the arg-max of the
-            channel-summed response) or ``"centroid"`` (the mean position of that map weighted by
+            channel-summed response of the map the APN reads) or ``"centroid"`` (the mean position of that map weighted by
             its squared excess over its minimum; sub-cell precise where the map is coarse, e.g.
             3x3 for ResNet-18 at 96 px, where it raised the targets' IoU with the true box from
             0.37 (peak) to 0.55, docs/RESULTS.md), or ``"cam"``: the same centroid of the class
@@ -108,6 +108,7 @@ class RACNNLitModule(pl.LightningModule):
         k: float = 10.0,
         grid_grad: bool = False,
         fusion: str = "concat",
+        apn_features: str = "last",
         margin: float = 0.05,
         phase_unit: str = "steps",
         cls_length: int = 100,
@@ -154,7 +155,7 @@ class RACNNLitModule(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
-                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion)
+                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion, apn_features)
         self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
         self.phase, self.phase_progress = "cls", 0
         if apn_pretrain_steps > 0:
@@ -225,7 +226,7 @@ class RACNNLitModule(pl.LightningModule):
                 weight = self.net.classifiers[s].weight.detach()[target]  # (B, C)
                 f = torch.einsum("bc,bchw->bhw", weight, out.features[s].detach()).clamp(min=0)
             else:
-                f = out.features[s].detach().sum(1)  # (B, h, w)
+                f = out.apn_features[s].detach().sum(1)  # (B, h, w)
             _, h, w = f.shape
             L = out.inputs[s].shape[-1]
             if self.hparams.apn_pretrain_target == "peak":

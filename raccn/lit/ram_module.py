@@ -43,6 +43,7 @@ class RAMLitModule(pl.LightningModule):
         core: str = "rnn",
         std: float = 0.17,
         init_loc: str = "random",
+        policy_grad_to_core: bool = False,
         reinforce_weight: float = 1.0,
         mc_samples: int = 1,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -56,7 +57,7 @@ class RAMLitModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = RecurrentAttentionModel(
             num_classes, in_channels, glimpses, patch_size, scales, scale_factor,
-            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc,
+            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc, policy_grad_to_core,
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -1,15 +1,18 @@
 """CNN trunks for RA-CNN, chosen by name from config (one registry, no ``if`` chains).
 
 Each entry builds a torchvision classifier and keeps its convolutional part: the trunk maps
-``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``.
+``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``. ``taps`` maps
+a stride r to ``(n, C_r)``: the first n modules of the trunk produce its last map at stride r,
+``Tensor[B, C_r, H/r, W/r]`` (for an APN that should localise more finely than the last map
+allows).
 
-| name | features kept | C | stride s |
-| --- | --- | --- | --- |
-| ``vgg19`` (paper) | conv1_1 .. conv5_4 + ReLU (last max-pool dropped) | 512 | 16 |
-| ``resnet50`` | conv1 .. layer4 | 2048 | 32 |
-| ``resnet18`` | conv1 .. layer4 | 512 | 32 |
-| ``resnet18_os16`` | the same with layer4 at stride 1 (output stride 16: a finer map for the APN) | 512 | 16 |
-| ``mobilenet_v3_small`` | ``features`` | 576 | 32 |
+| name | features kept | C | stride s | stride-16 map (C16) | stride-8 map (C8) |
+| --- | --- | --- | --- | --- | --- |
+| ``vgg19`` (paper) | conv1_1 .. conv5_4 + ReLU (last max-pool dropped) | 512 | 16 | the last (512) | conv4_4 (512) |
+| ``resnet50`` | conv1 .. layer4 | 2048 | 32 | layer3 (1024) | layer2 (512) |
+| ``resnet18`` | conv1 .. layer4 | 512 | 32 | layer3 (256) | layer2 (128) |
+| ``resnet18_os16`` | the same with layer4 at stride 1 (output stride 16: a finer map for the APN) | 512 | 16 | the last (512) | layer2 (128) |
+| ``mobilenet_v3_small`` | ``features`` | 576 | 32 | ``features[:9]`` (48) | ``features[:4]`` (24) |
 
 ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or ``None``
 (random initialisation). Weights are read from the torch hub cache
@@ -30,20 +33,23 @@ from torchvision.models import get_model, get_model_weights
 
 
 class Trunk(NamedTuple):
-    features: nn.Module  #: Tensor[B, 3, H, W] -> Tensor[B, C, h, w]
+    features: nn.Sequential  #: Tensor[B, 3, H, W] -> Tensor[B, C, h, w]
     channels: int  #: C
     stride: int  #: H / h
+    taps: dict[int, tuple[int, int]]  #: stride r -> (n, C_r): features[:n] is the map at stride r
 
 
 def _vgg(model: nn.Module) -> Trunk:
-    return Trunk(nn.Sequential(*list(model.features.children())[:-1]), 512, 16)
+    layers = list(model.features.children())[:-1]
+    return Trunk(nn.Sequential(*layers), 512, 16, {16: (len(layers), 512), 8: (27, 512)})
 
 
 def _resnet(channels: int) -> Callable[[nn.Module], Trunk]:
     def cut(model: nn.Module) -> Trunk:
         layers = [model.conv1, model.bn1, model.relu, model.maxpool,
                   model.layer1, model.layer2, model.layer3, model.layer4]
-        return Trunk(nn.Sequential(*layers), channels, 32)
+        taps = {32: (8, channels), 16: (7, channels // 2), 8: (6, channels // 4)}
+        return Trunk(nn.Sequential(*layers), channels, 32, taps)
     return cut
 
 
@@ -57,12 +63,13 @@ def _resnet_os16(channels: int) -> Callable[[nn.Module], Trunk]:
         block.conv2.stride = (1, 1)  # Bottleneck strides in conv2
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
-        return cut(model)._replace(stride=16)
+        trunk = cut(model)
+        return trunk._replace(stride=16, taps={16: (8, channels), 8: trunk.taps[8]})
     return build
 
 
 def _mobilenet(model: nn.Module) -> Trunk:
-    return Trunk(model.features, 576, 32)
+    return Trunk(model.features, 576, 32, {32: (len(model.features), 576), 16: (9, 48), 8: (4, 24)})
 
 
 BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {

@@ -3,9 +3,11 @@
     μ_t = tanh(Linear(h_t)),   l_t ~ N(μ_t, σ² I),   log π(l_t | h_t) kept for REINFORCE.
 
 σ is fixed (a config value). The sampled l_t is detached from the graph (it is an action), so
-the location network learns only through the REINFORCE term ``-log π · (R - b)``. Its input
-h_t is detached too, so the policy gradient does not reach the core (as in most public RAMs;
-the classification loss trains the core).
+the location network learns only through the REINFORCE term ``-log π · (R - b)``. With
+``grad_to_core=False`` its input h_t is detached too, so the policy gradient does not reach the
+core (as in most public PyTorch RAMs; the classification loss alone trains the core); with
+``grad_to_core=True`` the REINFORCE gradient flows on through h_t into the core and the glimpse
+network, as in the paper's end-to-end hybrid training (and Torch's ``ReinforceNormal``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ class LocationNetwork(nn.Module):
     Args:
         hidden_size: width of h_t.
         std: fixed standard deviation of the policy, in the [-1, 1] coordinate units (> 0).
+        grad_to_core: let the REINFORCE gradient flow into h_t (and so into the core).
     """
 
-    def __init__(self, hidden_size: int = 256, std: float = 0.17) -> None:
+    def __init__(self, hidden_size: int = 256, std: float = 0.17, grad_to_core: bool = False) -> None:
         super().__init__()
         if not std > 0:
             raise ValueError(
@@ -39,6 +42,7 @@ class LocationNetwork(nn.Module):
                 f"units; the paper uses about 0.1-0.2), got {std!r}"
             )
         self.std = float(std)
+        self.grad_to_core = bool(grad_to_core)
         self.fc = nn.Linear(hidden_size, 2)
 
     def forward(self, h_t: Tensor, deterministic: bool = False) -> LocationSample:
@@ -50,7 +54,7 @@ class LocationNetwork(nn.Module):
         Returns:
             LocationSample with ``loc`` (Tensor[B, 2]), ``log_pi`` (Tensor[B]), ``mean``.
         """
-        mean = torch.tanh(self.fc(h_t.detach()))
+        mean = torch.tanh(self.fc(h_t if self.grad_to_core else h_t.detach()))
         policy = Normal(mean, self.std)
         l_t = mean.detach() if deterministic else policy.sample()
         log_pi = policy.log_prob(l_t).sum(dim=1)

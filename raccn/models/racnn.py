@@ -22,6 +22,7 @@ from raccn.models.backbones import build_trunk
 from raccn.ops.zoom import zoom
 
 FUSIONS = ("concat", "softmax")
+APN_FEATURES = ("last", "stride16", "stride8")
 
 
 class RACNNOutput(NamedTuple):
@@ -30,6 +31,7 @@ class RACNNOutput(NamedTuple):
     boxes: list[Tensor]  #: per APN (N-1), Tensor[B, 3] (tx, ty, tl) in pixels of that scale's input
     inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is the image
     features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]
+    apn_features: list[Tensor]  #: per APN (N-1), the map it reads (``features[s]`` for "last")
 
 
 class RACNN(nn.Module):
@@ -47,6 +49,10 @@ class RACNN(nn.Module):
         k: steepness of the boxcar mask (paper: 10).
         grid_grad: let box gradients flow through the sampling grid too (``raccn.ops.zoom``).
         fusion: ``"concat"`` (paper) or ``"softmax"``.
+        apn_features: the map each APN reads: ``"last"`` (paper: the trunk's last conv map,
+            conv5_4 of VGG-19), ``"stride16"`` or ``"stride8"`` (the trunk's last map at that
+            stride, e.g. ResNet's layer3 / layer2: a finer grid to localise on while the
+            classifier keeps the last map; see ``raccn.models.backbones``).
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class RACNN(nn.Module):
         k: float = 10.0,
         grid_grad: bool = False,
         fusion: str = "concat",
+        apn_features: str = "last",
     ) -> None:
         super().__init__()
         if num_scales < 2:
@@ -75,6 +82,8 @@ class RACNN(nn.Module):
             raise ValueError(f"k (boxcar steepness) must be > 0 (paper: 10), got {k!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if apn_features not in APN_FEATURES:
+            raise ValueError(f"apn_features must be one of {APN_FEATURES}, got {apn_features!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
         self.num_scales, self.input_sizes = num_scales, [int(s) for s in input_sizes]
@@ -82,9 +91,12 @@ class RACNN(nn.Module):
         trunks = [build_trunk(backbone, weights) for _ in range(1 if shared_trunk else num_scales)]
         channels = trunks[0].channels
         self.trunks = nn.ModuleList(t.features for t in trunks)
+        # trunk[:split] makes the map the APNs read, trunk[split:] the rest (split = len: all)
+        last = (len(trunks[0].features), channels)
+        self.split, apn_channels = last if apn_features == "last" else trunks[0].taps[int(apn_features[6:])]
         self.classifiers = nn.ModuleList(nn.Linear(channels, num_classes) for _ in range(num_scales))
         self.apns = nn.ModuleList(
-            AttentionProposalNetwork(channels, apn_hidden, apn_pool, min_side_fraction)
+            AttentionProposalNetwork(apn_channels, apn_hidden, apn_pool, min_side_fraction)
             for _ in range(num_scales - 1)
         )
         self.fuse = nn.Linear(channels * num_scales, num_classes) if fusion == "concat" else None
@@ -114,15 +126,18 @@ class RACNN(nn.Module):
         if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
             raise ValueError(f"images must be square Tensor[B, C, S, S], got {tuple(images.shape)}")
         x = images
-        logits, boxes, inputs, features, descriptors = [], [], [x], [], []
+        logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
         for s in range(self.num_scales):
-            f = self.trunk(s)(x)
+            trunk = self.trunk(s)
+            f_apn = trunk[: self.split](x)
+            f = trunk[self.split :](f_apn)
             d = f.mean(dim=(2, 3))  # (B, C') global average pooling
             features.append(f)
             descriptors.append(d)
             logits.append(self.classifiers[s](d))
             if s + 1 < self.num_scales:
-                box = self.apns[s](f, x.shape[-1])
+                apn_features.append(f_apn)
+                box = self.apns[s](f_apn, x.shape[-1])
                 boxes.append(box)
                 crop = box.detach() if detach_boxes else box
                 if crop_boxes is not None:
@@ -133,4 +148,4 @@ class RACNN(nn.Module):
             fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))
         else:
             fused = torch.stack([z.softmax(-1) for z in logits]).mean(0).log()
-        return RACNNOutput(logits, fused, boxes, inputs, features)
+        return RACNNOutput(logits, fused, boxes, inputs, features, apn_features)

@@ -49,6 +49,8 @@ class RecurrentAttentionModel(nn.Module):
         core: ``"rnn"`` (paper) or ``"lstm"``.
         std: fixed std of the location policy (> 0).
         init_loc: where the first glimpse looks: ``"random"`` (uniform) or ``"center"``.
+        policy_grad_to_core: let the REINFORCE gradient reach the core and glimpse network
+            (paper) instead of training the location layer alone (see ``LocationNetwork``).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class RecurrentAttentionModel(nn.Module):
         core: str = "rnn",
         std: float = 0.17,
         init_loc: str = "random",
+        policy_grad_to_core: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(glimpses, int) or glimpses < 1:
@@ -76,7 +79,7 @@ class RecurrentAttentionModel(nn.Module):
             in_channels, patch_size, scales, scale_factor, glimpse_hidden, glimpse_hidden, glimpse_dim
         )
         self.core = CoreNetwork(glimpse_dim, hidden_size, core)
-        self.locator = LocationNetwork(hidden_size, std)
+        self.locator = LocationNetwork(hidden_size, std, policy_grad_to_core)
         self.baseline = BaselineNetwork(hidden_size)
         self.classifier = ActionNetwork(hidden_size, num_classes)
 
