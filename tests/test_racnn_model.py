@@ -76,6 +76,20 @@ def test_apn_reads_the_stride16_map_when_asked():
         RACNN(5, apn_features="layer3", **small)
 
 
+def test_one_backbone_per_scale():
+    net = RACNN(5, backbone=["resnet18_os16", "resnet18"], num_scales=2, input_sizes=[64, 64],
+                apn_hidden=8, apn_pool=2)
+    out = net(torch.rand(2, 3, 64, 64))
+    assert [f.shape[-1] for f in out.features] == [4, 2]  # stride 16 where the APN reads, then 32
+    assert out.apn_features[0].shape == (2, 512, 4, 4) and out.fused_logits.shape == (2, 5)
+    assert net.fuse.in_features == 1024
+    for bad in (["resnet18"], ["resnet18", "resnet18", "resnet18"]):
+        with pytest.raises(ValueError, match="one name or one per scale"):
+            RACNN(5, backbone=bad, num_scales=2, input_sizes=[64, 64])
+    with pytest.raises(ValueError, match="one name with shared_trunk"):
+        RACNN(5, backbone=["resnet18_os16", "resnet18"], num_scales=2, input_sizes=[64, 64], shared_trunk=True)
+
+
 def test_shared_trunk_has_one_trunk():
     assert len(RACNN(5, shared_trunk=True, **SMALL).trunks) == 1
     assert len(RACNN(5, **SMALL).trunks) == 3

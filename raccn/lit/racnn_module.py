@@ -97,7 +97,7 @@ class RACNNLitModule(pl.LightningModule):
     def __init__(
         self,
         num_classes: int = 200,
-        backbone: str = "vgg19",
+        backbone: str | list[str] = "vgg19",
         weights: str | None = None,
         num_scales: int = 3,
         input_sizes: list[int] = (448, 224, 224),

@@ -38,7 +38,9 @@ class RACNN(nn.Module):
     """Args:
         num_classes: K.
         backbone: trunk name (``raccn.models.backbones.BACKBONES``: vgg19, resnet50, resnet18,
-            mobilenet_v3_small).
+            resnet18_os16, mobilenet_v3_small), or one name per scale (e.g. a stride-16 trunk
+            where an APN reads the map and a cheaper stride-32 one at the last scale, which has
+            no APN); one name with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
         num_scales: N >= 2 (paper: 3).
         input_sizes: side of each scale's input; scale 1 takes the images as they come (their
@@ -58,7 +60,7 @@ class RACNN(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "vgg19",
+        backbone: str | list[str] = "vgg19",
         weights: str | None = None,
         num_scales: int = 3,
         input_sizes: list[int] | tuple[int, ...] = (448, 224, 224),
@@ -88,18 +90,26 @@ class RACNN(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
         self.num_scales, self.input_sizes = num_scales, [int(s) for s in input_sizes]
         self.k, self.grid_grad, self.fusion = float(k), grid_grad, fusion
-        trunks = [build_trunk(backbone, weights) for _ in range(1 if shared_trunk else num_scales)]
-        channels = trunks[0].channels
-        self.trunks = nn.ModuleList(t.features for t in trunks)
-        # trunk[:split] makes the map the APNs read, trunk[split:] the rest (split = len: all)
-        last = (len(trunks[0].features), channels)
-        self.split, apn_channels = last if apn_features == "last" else trunks[0].taps[int(apn_features[6:])]
-        self.classifiers = nn.ModuleList(nn.Linear(channels, num_classes) for _ in range(num_scales))
+        names = [backbone] * num_scales if isinstance(backbone, str) else list(backbone)
+        if len(names) != num_scales or (shared_trunk and len(set(names)) > 1):
+            raise ValueError(
+                f"backbone must be one name or one per scale ({num_scales}; one name with "
+                f"shared_trunk), got {backbone!r}"
+            )
+        built = [build_trunk(n, weights) for n in (names[:1] if shared_trunk else names)]
+        trunks = [built[min(s, len(built) - 1)] for s in range(num_scales)]  # per scale
+        self.trunks = nn.ModuleList(t.features for t in built)
+        # trunk[:split] makes the map an APN reads, trunk[split:] the rest (split = len: all)
+        taps = [(len(t.features), t.channels) if apn_features == "last" else t.taps[int(apn_features[6:])]
+                for t in trunks]
+        self.splits = [n for n, _ in taps]
+        self.classifiers = nn.ModuleList(nn.Linear(t.channels, num_classes) for t in trunks)
         self.apns = nn.ModuleList(
-            AttentionProposalNetwork(apn_channels, apn_hidden, apn_pool, min_side_fraction)
-            for _ in range(num_scales - 1)
+            AttentionProposalNetwork(taps[s][1], apn_hidden, apn_pool, min_side_fraction)
+            for s in range(num_scales - 1)
         )
-        self.fuse = nn.Linear(channels * num_scales, num_classes) if fusion == "concat" else None
+        channels = sum(t.channels for t in trunks)
+        self.fuse = nn.Linear(channels, num_classes) if fusion == "concat" else None
 
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
@@ -129,8 +139,8 @@ class RACNN(nn.Module):
         logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
         for s in range(self.num_scales):
             trunk = self.trunk(s)
-            f_apn = trunk[: self.split](x)
-            f = trunk[self.split :](f_apn)
+            f_apn = trunk[: self.splits[s]](x)
+            f = trunk[self.splits[s] :](f_apn)
             d = f.mean(dim=(2, 3))  # (B, C') global average pooling
             features.append(f)
             descriptors.append(d)
