@@ -67,10 +67,10 @@ class RACNNLitModule(pl.LightningModule):
         apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
         apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
         apn_pretrain_target: centre of that square: ``"peak"`` (paper: the arg-max of the
-            channel-summed response of the map the APN reads) or ``"centroid"`` (the mean position of that map weighted by
-            its squared excess over its minimum; sub-cell precise where the map is coarse, e.g.
-            3x3 for ResNet-18 at 96 px, where it raised the targets' IoU with the true box from
-            0.37 (peak) to 0.55, docs/RESULTS.md), or ``"cam"``: the same centroid of the class
+            channel-summed response of the map the APN reads) or ``"centroid"`` (the mean
+            position of that map weighted by its squared excess over its minimum; sub-cell
+            precise where the map is coarse, e.g. 3x3 for ResNet-18 at 96 px, where it raised
+            the targets' IoU with the true box from 0.37 (peak) to 0.55, docs/RESULTS.md), or ``"cam"``: the same centroid of the class
             activation map of the true class (the classifier's weights on the features, positive
             part), which ignores responses to clutter that do not vote for the class.
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.

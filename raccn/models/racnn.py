@@ -22,7 +22,8 @@ from raccn.models.backbones import build_trunk
 from raccn.ops.zoom import zoom
 
 FUSIONS = ("concat", "softmax")
-APN_FEATURES = ("last", "stride16", "stride8")
+# apn_features name -> stride of the map the APN reads (None: the trunk's last map)
+APN_FEATURES = {"last": None, "stride16": 16, "stride8": 8}
 
 
 class RACNNOutput(NamedTuple):
@@ -85,7 +86,7 @@ class RACNN(nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if apn_features not in APN_FEATURES:
-            raise ValueError(f"apn_features must be one of {APN_FEATURES}, got {apn_features!r}")
+            raise ValueError(f"apn_features must be one of {tuple(APN_FEATURES)}, got {apn_features!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
         self.num_scales, self.input_sizes = num_scales, [int(s) for s in input_sizes]
@@ -97,11 +98,10 @@ class RACNN(nn.Module):
                 f"shared_trunk), got {backbone!r}"
             )
         built = [build_trunk(n, weights) for n in (names[:1] if shared_trunk else names)]
-        trunks = [built[min(s, len(built) - 1)] for s in range(num_scales)]  # per scale
+        trunks = built * num_scales if shared_trunk else built  # per scale
         self.trunks = nn.ModuleList(t.features for t in built)
-        # trunk[:split] makes the map an APN reads, trunk[split:] the rest (split = len: all)
-        taps = [(len(t.features), t.channels) if apn_features == "last" else t.taps[int(apn_features[6:])]
-                for t in trunks]
+        # the first splits[s] modules of scale s's trunk make the map its APN reads
+        taps = [t.taps[APN_FEATURES[apn_features] or t.stride] for t in trunks]
         self.splits = [n for n, _ in taps]
         self.classifiers = nn.ModuleList(nn.Linear(t.channels, num_classes) for t in trunks)
         self.apns = nn.ModuleList(
@@ -113,6 +113,15 @@ class RACNN(nn.Module):
 
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
+
+    def run_trunk(self, s: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Scale s's trunk on x (Tensor[B, 3, S, S]) -> (the map its APN reads, the last map)."""
+        f_apn = None
+        for i, layer in enumerate(self.trunk(s), start=1):
+            x = layer(x)
+            if i == self.splits[s]:
+                f_apn = x
+        return f_apn, x
 
     def forward(
         self,
@@ -138,9 +147,7 @@ class RACNN(nn.Module):
         x = images
         logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
         for s in range(self.num_scales):
-            trunk = self.trunk(s)
-            f_apn = trunk[: self.splits[s]](x)
-            f = trunk[self.splits[s] :](f_apn)
+            f_apn, f = self.run_trunk(s, x)
             d = f.mean(dim=(2, 3))  # (B, C') global average pooling
             features.append(f)
             descriptors.append(d)
