@@ -2,6 +2,7 @@
 image, the first glimpse (4x4, centre) sees only noise, so the model is right only if the
 location policy learns, through REINFORCE, to send the second glimpse to the corner."""
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -91,3 +92,28 @@ def test_wall_clock_is_logged_after_every_validation_epoch(tmp_path):
     elapsed = [float(r["time/elapsed_s"]) for r in rows if r.get("time/elapsed_s")]
     assert len(elapsed) == 3 and elapsed == sorted(elapsed) and elapsed[0] > 0
     assert all(r.get("val/acc") for r in rows if r.get("time/elapsed_s"))
+
+
+def test_policy_lr_factor_scales_only_the_policy_group():
+    model = RAMLitModule(
+        glimpses=3, patch_size=4, glimpse_hidden=8, glimpse_dim=8, hidden_size=8, policy_lr_factor=0.15,
+        optimizer=lambda p: torch.optim.Adam(p, lr=2e-3),
+        scheduler=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    )
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    rest, policy = opt.param_groups
+    assert {id(p) for p in policy["params"]} == {id(p) for p in model.net.locator.parameters()}
+    assert len(rest["params"]) + len(policy["params"]) == len(list(model.parameters()))
+    assert (rest["lr"], policy["lr"]) == (pytest.approx(2e-3), pytest.approx(3e-4))
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert policy["lr"] / rest["lr"] == pytest.approx(0.15)  # the schedule keeps the ratio
+    assert rest["lr"] < 2e-3
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0])
+def test_policy_lr_factor_must_be_positive(factor):
+    with pytest.raises(ValueError, match="policy_lr_factor must be > 0"):
+        RAMLitModule(policy_lr_factor=factor)

@@ -109,7 +109,32 @@ def test_policy_gradient_reaches_the_core_only_when_asked():
     ({"patch_size": 0}, "size must be a positive integer"),
     ({"core": "gru"}, "core cell must be one of"),
     ({"init_loc": "corner"}, "init_loc must be one of"),
+    ({"init": "xavier"}, "init must be one of"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         small_model(**kwargs)
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_relu_init(core):
+    """init="relu": Kaiming-normal (fan-in) glimpse layers and core input weights, orthogonal
+    recurrent weights, zero biases; the heads keep PyTorch's default U(-1/sqrt(fan_in), ...)."""
+    torch.manual_seed(0)
+    m = RecurrentAttentionModel(core=core, init="relu")  # paper sizes: 64 -> 128 -> 256 -> 256
+    for layer in m.glimpse_net.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fan_in = layer.weight.shape[1]
+            assert layer.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.15)
+            assert not layer.bias.any()
+    cell = m.core.cell
+    assert cell.weight_ih.std().item() == pytest.approx(math.sqrt(2.0 / cell.weight_ih.shape[1]), rel=0.05)
+    w = cell.weight_hh  # (gates * H, H): orthonormal columns
+    assert torch.allclose(w.T @ w, torch.eye(w.shape[1]), atol=1e-4)
+    assert not cell.bias_ih.any() and not cell.bias_hh.any()
+    bound = 1.0 / math.sqrt(m.locator.fc.weight.shape[1])
+    assert m.locator.fc.weight.abs().max() <= bound and m.locator.fc.bias.any()
+    default = RecurrentAttentionModel(core=core)
+    assert default.glimpse_net.fc_hg.bias.any()  # "torch" leaves PyTorch's init alone
+    assert not torch.allclose(default.core.cell.weight_hh.T @ default.core.cell.weight_hh,
+                              torch.eye(w.shape[1]), atol=1e-2)

@@ -25,6 +25,10 @@ class RAMLitModule(pl.LightningModule):
     Args:
         reinforce_weight: weight of the REINFORCE term in the hybrid loss.
         mc_samples: M, rollouts averaged (softmax) at validation/test time (paper: Monte Carlo).
+        policy_lr_factor: the location policy's learning rate is the optimiser's times this
+            factor (> 0). The policy learns from the REINFORCE term alone, a much weaker signal
+            than the classifier's, so a larger factor lets it move before the classifier has
+            fitted the glimpses it already gets (docs/RESULTS.md).
         optimizer: optimiser factory (LightningCLI ``class_path``/``init_args``).
         scheduler: optional LR scheduler factory, stepped once per epoch.
     """
@@ -44,8 +48,10 @@ class RAMLitModule(pl.LightningModule):
         std: float = 0.17,
         init_loc: str = "random",
         policy_grad_to_core: bool = False,
+        init: str = "torch",
         reinforce_weight: float = 1.0,
         mc_samples: int = 1,
+        policy_lr_factor: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -54,10 +60,15 @@ class RAMLitModule(pl.LightningModule):
             raise ValueError(f"mc_samples must be an integer >= 1, got {mc_samples!r}")
         if reinforce_weight < 0:
             raise ValueError(f"reinforce_weight must be >= 0, got {reinforce_weight!r}")
+        if not policy_lr_factor > 0:
+            raise ValueError(
+                f"policy_lr_factor must be > 0 (it multiplies the optimiser's lr for the "
+                f"location policy; 1 = same lr), got {policy_lr_factor!r}"
+            )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = RecurrentAttentionModel(
             num_classes, in_channels, glimpses, patch_size, scales, scale_factor,
-            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc, policy_grad_to_core,
+            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc, policy_grad_to_core, init,
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -152,7 +163,11 @@ class RAMLitModule(pl.LightningModule):
         return {"pred": pred, "prob": p, "locations": out.locations[: images.shape[0]]}
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        policy = list(self.net.locator.parameters())
+        ids = {id(p) for p in policy}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        optimizer = self.optimizer_factory([{"params": rest}, {"params": policy}])
+        optimizer.param_groups[1]["lr"] *= self.hparams.policy_lr_factor
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
