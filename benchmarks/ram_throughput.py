@@ -30,6 +30,7 @@ import statistics
 import time
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EMAWeightAveraging
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -42,7 +43,7 @@ from raccn.runtime import tune_cpu_allocator
 def build(args) -> RAMLitModule:
     return RAMLitModule(
         num_classes=10, in_channels=1, glimpses=args.glimpses, patch_size=args.patch, scales=args.scales,
-        scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=256, core=args.core,
+        scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=args.hidden, core=args.core,
         std=0.17, init_loc="random", mc_samples=args.mc,
     )
 
@@ -94,7 +95,7 @@ def lightning_seconds_per_step(args, images: torch.Tensor, target: torch.Tensor)
     trainer = pl.Trainer(
         max_steps=n, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[timer], num_sanity_val_steps=0,
+        callbacks=[timer] + ([EMAWeightAveraging(decay=args.ema)] if args.ema else []), num_sanity_val_steps=0,
     )
     trainer.fit(module, train_dataloaders=loader)
     return (timer.t1 - timer.t0) / timer.n
@@ -109,6 +110,8 @@ def main() -> None:
     p.add_argument("--scales", type=int, default=1)
     p.add_argument("--glimpses", type=int, default=6)
     p.add_argument("--core", default="rnn")
+    p.add_argument("--hidden", type=int, default=256, help="core width (paper 256; configs/ram_mnist.yaml 512)")
+    p.add_argument("--ema", type=float, default=0.0, help="add Lightning's EMAWeightAveraging with this decay")
     p.add_argument("--mc", type=int, default=1, help="Monte Carlo rollouts (eval)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per round")
     p.add_argument("--repeats", type=int, default=5)
@@ -122,7 +125,8 @@ def main() -> None:
     target = torch.randint(0, 10, (args.batch,))
     module = build(args)
     result = {"bench": f"ram_{args.mode}", "batch": args.batch, "image": args.image, "patch": args.patch,
-              "scales": args.scales, "glimpses": args.glimpses, "core": args.core, "threads": args.threads,
+              "scales": args.scales, "glimpses": args.glimpses, "core": args.core, "hidden": args.hidden,
+              "ema": args.ema, "threads": args.threads,
               "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
     if args.mode == "eval":
         module.eval()
