@@ -30,8 +30,8 @@ import statistics
 import time
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EMAWeightAveraging
 import torch
+from pytorch_lightning.callbacks import EMAWeightAveraging
 from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RAMLitModule

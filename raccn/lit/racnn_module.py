@@ -70,9 +70,10 @@ class RACNNLitModule(pl.LightningModule):
             channel-summed response of the map the APN reads) or ``"centroid"`` (the mean
             position of that map weighted by its squared excess over its minimum; sub-cell
             precise where the map is coarse, e.g. 3x3 for ResNet-18 at 96 px, where it raised
-            the targets' IoU with the true box from 0.37 (peak) to 0.55, docs/RESULTS.md), or ``"cam"``: the same centroid of the class
-            activation map of the true class (the classifier's weights on the features, positive
-            part), which ignores responses to clutter that do not vote for the class.
+            the targets' IoU with the true box from 0.37 (peak) to 0.55, docs/RESULTS.md), or
+            ``"cam"``: the same centroid of the class activation map of the true class (the
+            classifier's weights on the features, positive part), which ignores responses to
+            clutter that do not vote for the class.
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
         reanchor_steps: pre-training steps between every classification and ranking phase (0: none).

@@ -102,13 +102,13 @@ class RecurrentAttentionModel(nn.Module):
             if isinstance(layer, nn.Linear):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
-        for name, weight in self.core.cell.named_parameters():
+        for name, param in self.core.cell.named_parameters():
             if name.startswith("weight_ih"):
-                nn.init.kaiming_normal_(weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(param, nonlinearity="relu")
             elif name.startswith("weight_hh"):
-                nn.init.orthogonal_(weight)
-            else:
-                nn.init.zeros_(weight)
+                nn.init.orthogonal_(param)
+            else:  # bias_ih, bias_hh
+                nn.init.zeros_(param)
 
     def first_location(self, images: Tensor) -> Tensor:
         """l_0 (Tensor[B, 2]) for images (Tensor[B, C, H, W])."""
