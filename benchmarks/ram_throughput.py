@@ -3,6 +3,7 @@
     python benchmarks/ram_throughput.py                                   # 28x28, 6 glimpses of 8x8
     python benchmarks/ram_throughput.py --image 60 --patch 12 --scales 3  # 60x60, 3 scales of 12x12
     python benchmarks/ram_throughput.py --mode eval --mc 10               # evaluation, M rollouts
+    python benchmarks/ram_throughput.py --mode eval --model dram --mc 10  # DRAM, 54x54 RGB, 5 digits
 
 Training (``--mode train``), in this process, on one in-memory batch set (random images; the
 content does not change the cost):
@@ -17,6 +18,17 @@ content does not change the cost):
 
 Evaluation (``--mode eval``): ``RAMLitModule.predict_proba`` (M Monte Carlo rollouts, softmax
 averaged) under ``torch.no_grad``, images/s.
+
+DRAM evaluation (``--model dram --mode eval``; there is no DRAM training mode yet):
+``DeepRecurrentAttentionModel.predict_proba(images, mc=M)`` (the M rollouts as one forward over
+the repeated batch, under ``torch.no_grad``), images/s, on random images. The defaults follow the
+paper's SVHN multi-digit setup (Ba et al. 2015, after Goodfellow et al. 2014: 54x54 crops of the
+colour house-number images, up to 5 digits, so 10 digits + EOS = 11 outputs per slot) scaled for
+a CPU: S=5 slots x N=3 glimpses (T=15), each 2 scales of 12x12 (12 and 24 pixels),
+glimpse ConvNet 32-32-64 channels (5x5, 3x3, 3x3), glimpse features and both LSTMs 256 wide,
+context network on a 32x32 downsampled image with 16-32-64 channels. ``--image --channels
+--patch --scales --hidden --digits --glimpses-per-digit --conv-channels --context
+--context-channels --glimpse-dim`` change them.
 
 Prints one JSON line; medians over ``--repeats`` rounds.
 """
@@ -36,6 +48,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RAMLitModule
 from raccn.losses import ram_loss
+from raccn.models import DRAM
 from raccn.ops import glimpse
 from raccn.runtime import tune_cpu_allocator
 
@@ -46,6 +59,47 @@ def build(args) -> RAMLitModule:
         scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=args.hidden, core=args.core,
         std=0.17, init_loc="random", mc_samples=args.mc,
     )
+
+
+def build_dram(args) -> DRAM:
+    return DRAM(
+        num_classes=10, in_channels=args.channels, max_digits=args.digits,
+        glimpses_per_digit=args.glimpses_per_digit, patch_size=args.patch, scales=args.scales,
+        scale_factor=2.0, conv_channels=args.conv_channels, glimpse_dim=args.glimpse_dim,
+        hidden_size=args.hidden, context_size=args.context, context_channels=args.context_channels,
+        std=0.17,
+    )
+
+
+def dram_eval(args) -> dict:
+    """DRAM evaluation images/s (``predict_proba`` with ``--mc`` rollouts), one result dict."""
+    torch.manual_seed(0)
+    model = build_dram(args).eval()
+    images = torch.rand(args.batch, args.channels, args.image, args.image)
+
+    def evaluate() -> None:
+        model.predict_proba(images, mc=args.mc)  # no_grad inside
+
+    secs = [timed(evaluate, args.steps) for _ in range(args.repeats)]
+    return {"bench": "dram_eval", "batch": args.batch, "image": args.image, "channels": args.channels,
+            "patch": args.patch, "scales": args.scales, "digits": args.digits,
+            "glimpses_per_digit": args.glimpses_per_digit, "glimpses": model.glimpses,
+            "conv_channels": list(args.conv_channels), "glimpse_dim": args.glimpse_dim,
+            "hidden": args.hidden, "context": args.context, "context_channels": list(args.context_channels),
+            "mc": args.mc, "threads": args.threads, "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "eval_ips": round(args.batch / statistics.median(secs))}
+
+
+# Per-model defaults of the shared options (None on the command line = take these).
+DEFAULTS = {
+    "ram": {"image": 28, "channels": 1, "patch": 8, "scales": 1, "hidden": 256},
+    "dram": {"image": 54, "channels": 3, "patch": 12, "scales": 2, "hidden": 256},
+}
+
+
+def channel_list(text: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in text.split(","))
 
 
 def timed(fn, steps: int) -> float:
@@ -104,13 +158,25 @@ def lightning_seconds_per_step(args, images: torch.Tensor, target: torch.Tensor)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("train", "eval"), default="train")
+    p.add_argument("--model", choices=("ram", "dram"), default="ram",
+                   help="ram (default) or dram (Ba et al. 2015; --mode eval only)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--image", type=int, default=28)
-    p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--scales", type=int, default=1)
-    p.add_argument("--glimpses", type=int, default=6)
-    p.add_argument("--core", default="rnn")
-    p.add_argument("--hidden", type=int, default=256, help="core width (paper 256; configs/ram_mnist.yaml 512)")
+    p.add_argument("--image", type=int, default=None, help="image side (ram 28, dram 54)")
+    p.add_argument("--channels", type=int, default=None, help="image channels (dram only: 3, SVHN colour)")
+    p.add_argument("--patch", type=int, default=None, help="glimpse patch side (ram 8, dram 12)")
+    p.add_argument("--scales", type=int, default=None, help="patches per glimpse (ram 1, dram 2)")
+    p.add_argument("--glimpses", type=int, default=6, help="ram only; dram: --digits x --glimpses-per-digit")
+    p.add_argument("--core", default="rnn", help="ram only (dram: two LSTMs)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="core width (ram 256, paper 256, configs/ram_mnist.yaml 512; dram 256, both LSTMs)")
+    p.add_argument("--digits", type=int, default=5, help="dram: label slots S (SVHN: 5)")
+    p.add_argument("--glimpses-per-digit", type=int, default=3, help="dram: glimpses N per label")
+    p.add_argument("--conv-channels", type=channel_list, default=(32, 32, 64),
+                   help="dram: glimpse ConvNet channels, comma-separated")
+    p.add_argument("--glimpse-dim", type=int, default=256, help="dram: width of the glimpse feature g_n")
+    p.add_argument("--context", type=int, default=32, help="dram: side of the context network's coarse image")
+    p.add_argument("--context-channels", type=channel_list, default=(16, 32, 64),
+                   help="dram: context ConvNet channels, comma-separated")
     p.add_argument("--ema", type=float, default=0.0, help="add Lightning's EMAWeightAveraging with this decay")
     p.add_argument("--mc", type=int, default=1, help="Monte Carlo rollouts (eval)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per round")
@@ -118,8 +184,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-lightning", action="store_true", help="skip the Trainer measurement")
     args = p.parse_args()
+    for name, value in DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.model == "ram" and args.channels != 1:
+        p.error("--channels is for --model dram (the RAM benchmark uses grey images)")
+    if args.model == "dram" and args.mode != "eval":
+        p.error("--model dram measures evaluation only: add --mode eval")
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
+    if args.model == "dram":
+        print(json.dumps(dram_eval(args)))
+        return
     torch.manual_seed(0)
     images = torch.rand(args.batch, 1, args.image, args.image)
     target = torch.randint(0, 10, (args.batch,))

@@ -33,6 +33,11 @@ class MNISTDataModule(DigitCanvasDataModule):
         canvas_size (int): canvas side for "translated"/"cluttered", ``>= 28`` (paper: 60, 100).
         num_distractors (int): clutter patches per canvas for "cluttered", ``>= 1`` (paper: 4, 8).
         distractor_size (int): side of each clutter patch, ``1..28`` (paper: 8).
+        train_shift (int): training images only: translate each by a random (dy, dx), each
+            uniform in ``-train_shift..train_shift`` pixels, zero fill, redrawn on every read
+            (``0``: off). Regularises the plain variant, whose digits otherwise sit still (the
+            translated/cluttered canvases are redrawn anyway); MNIST's 4-pixel empty margin means
+            2 loses no ink. ``0..canvas side - 1``.
         val_size (int): training images held out for validation, ``1..59999``.
         seed (int): split permutation and fixed validation placements, ``>= 0``.
         download (bool): try to download missing files in ``prepare_data``.
@@ -53,6 +58,7 @@ class MNISTDataModule(DigitCanvasDataModule):
         canvas_size: int = 60,
         num_distractors: int = 4,
         distractor_size: int = 8,
+        train_shift: int = 0,
         val_size: int = 5000,
         seed: int = 0,
         download: bool = True,
@@ -75,6 +81,12 @@ class MNISTDataModule(DigitCanvasDataModule):
                 f"distractor_size={distractor_size} must be cut from a 28x28 digit; use "
                 "1 <= distractor_size <= 28 (the RAM paper uses 8)."
             )
+        side = 28 if variant == "plain" else canvas_size
+        if not 0 <= train_shift < side:
+            raise ValueError(
+                f"train_shift={train_shift} must be in 0..{side - 1} for {side}x{side} images "
+                "(0: off; 2 is the usual augmentation for 28x28 MNIST)."
+            )
         if not 1 <= val_size < 60_000:
             raise ValueError(
                 f"val_size={val_size} must hold out part of the 60000 training images; use "
@@ -82,7 +94,6 @@ class MNISTDataModule(DigitCanvasDataModule):
             )
         if seed < 0:
             raise ValueError(f"seed={seed} is negative; use an int >= 0.")
-        side = 28 if variant == "plain" else canvas_size
         super().__init__(batch_size, num_workers, side, predict_paths)
         self.save_hyperparameters()
         self.data_dir = data_dir
@@ -90,6 +101,7 @@ class MNISTDataModule(DigitCanvasDataModule):
         self.canvas_size = canvas_size if variant != "plain" else 28
         self.num_distractors = num_distractors if variant == "cluttered" else 0
         self.distractor_size = distractor_size
+        self.train_shift = train_shift
         self.val_size = val_size
         self.seed = seed
         self.download = download
@@ -130,6 +142,7 @@ class MNISTDataModule(DigitCanvasDataModule):
             "val": (mnist.train_images[val_idx], mnist.train_labels[val_idx], self.seed + 1),
             "test": (mnist.test_images, mnist.test_labels, self.TEST_PLACEMENT_SEED),
         }
+        shifts = {"train": self.train_shift, "val": 0, "test": 0}
         built = {
             split: TranslatedClutteredDataset(
                 images,
@@ -138,6 +151,7 @@ class MNISTDataModule(DigitCanvasDataModule):
                 num_distractors=self.num_distractors,
                 distractor_size=self.distractor_size,
                 fixed_seed=fixed_seed,
+                max_shift=shifts[split],
             )
             for split, (images, labels, fixed_seed) in splits.items()
         }

@@ -5,7 +5,9 @@ Attention", Sec. 4.1).
   S x S black canvas;
 * cluttered: in addition, ``K`` patches of size d x d, each cut at a random position from a
   random *other* image of the set, are pasted at uniformly random canvas positions. Overlaps are
-  resolved by a pixel-wise maximum, so clutter never darkens the digit.
+  resolved by a pixel-wise maximum, so clutter never darkens the digit;
+* optionally (``max_shift``), the finished canvas is translated by a random whole-pixel
+  (dy, dx) with zero fill: augmentation for plain 28 x 28 digits.
 
 Coordinates are (row, col) of the top-left pixel, 0-based, rows growing downwards. Pixel values
 are non-negative (the canvas background is 0).
@@ -49,10 +51,13 @@ class Distractor(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Everything random about one canvas: where the digit went and which clutter was added."""
+    """Everything random about one canvas: where the digit went, which clutter was added, and
+    the final ``shift`` (dy, dx) of the whole canvas in pixels (down, right; see
+    :func:`shift_canvases`), ``(0, 0)`` unless the data set shifts."""
 
     digit: Box
     distractors: tuple[Distractor, ...]
+    shift: tuple[int, int] = (0, 0)
 
 
 def compose(
@@ -153,6 +158,32 @@ def compose_batch(
     return canvas
 
 
+def shift_canvases(canvas: Tensor, shift: Tensor, max_shift: int) -> Tensor:
+    """Translate each canvas by whole pixels, filling with zeros (what leaves the canvas is lost).
+
+    Args:
+        canvas (Tensor[B, S, S]): images, any dtype.
+        shift (Tensor[B, 2] int64): (dy, dx) per canvas, content moves ``dy`` rows down and
+            ``dx`` columns right; ``|dy|, |dx| <= max_shift``.
+        max_shift (int): bound on the shifts, ``>= 0`` (the padding used).
+
+    Returns:
+        Tensor[B, S, S]: ``out[b, y, x] = canvas[b, y - dy, x - dx]`` where that pixel exists,
+        else 0; dtype and device of ``canvas``.
+    """
+    if max_shift == 0 or canvas.shape[0] == 0:
+        return canvas
+    if int(shift.abs().max()) > max_shift:
+        raise ValueError(f"shifts up to {int(shift.abs().max())} px exceed max_shift={max_shift}.")
+    B, S, s = canvas.shape[0], canvas.shape[-1], max_shift
+    padded = torch.nn.functional.pad(canvas, (s, s, s, s))  # (B, S + 2s, S + 2s)
+    grid = torch.arange(S, device=canvas.device)
+    rows = (s - shift[:, 0:1]) + grid  # (B, S)
+    cols = (s - shift[:, 1:2]) + grid  # (B, S)
+    batch = torch.arange(B, device=canvas.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
 def _window(start: Tensor, h: int, w: int, row_stride: int) -> Tensor:
     """Offsets (Tensor[M, h*w] int64) of the h x w windows whose top-left pixels are at the flat
     offsets ``start`` (Tensor[M]) of row-major images ``row_stride`` pixels wide."""
@@ -226,6 +257,10 @@ class TranslatedClutteredDataset(Dataset):
             runs reproducible. An int ``>= 0`` (validation/test): item ``i`` is always drawn from
             ``numpy.random.default_rng([fixed_seed, i])``, so the same canvas comes back on every
             read, in every process and every run; :meth:`placement` then reports it.
+        max_shift (int): after composing, translate each canvas by a random (dy, dx), each
+            uniform in ``-max_shift..max_shift`` pixels, with zero fill (:func:`shift_canvases`):
+            augmentation for training sets whose digit would otherwise sit still (plain 28x28
+            MNIST; its digits have a 4-pixel empty margin, so 2 loses no ink). ``0``: off.
 
     Items are ``(image, label)``: ``image`` Tensor[1, S, S] float32 in [0, 1], ``label`` a 0-dim
     int64 tensor.
@@ -247,6 +282,7 @@ class TranslatedClutteredDataset(Dataset):
         num_distractors: int = 0,
         distractor_size: int = 8,
         fixed_seed: int | None = None,
+        max_shift: int = 0,
     ) -> None:
         if images.ndim != 3:
             raise ValueError(
@@ -278,20 +314,27 @@ class TranslatedClutteredDataset(Dataset):
             )
         if fixed_seed is not None and fixed_seed < 0:
             raise ValueError(f"fixed_seed={fixed_seed} is negative; use None or an int >= 0.")
+        if not 0 <= max_shift < canvas_size:
+            raise ValueError(
+                f"max_shift={max_shift} must be in 0..{canvas_size - 1} for a {canvas_size}-pixel "
+                "canvas (0: no shift; 2 is a usual augmentation for 28x28 digits)."
+            )
         self.images = images.contiguous()  # batches read it flat
         self.labels = labels.long()
         self.canvas_size = canvas_size
         self.num_distractors = num_distractors
         self.distractor_size = distractor_size
         self.fixed_seed = fixed_seed
-        self._is_plain = canvas_size == h == w and num_distractors == 0
+        self.max_shift = max_shift
+        self._is_plain = canvas_size == h == w and num_distractors == 0 and max_shift == 0
         # Every random choice of an item is floor(u * high) for one uniform u in [0, 1):
         # digit row/col, then per distractor: source (among the N-1 others), crop row/col,
-        # paste row/col.
+        # paste row/col; then, if max_shift > 0, the shift's dy + max_shift and dx + max_shift.
         d = distractor_size
         per_distractor = [n - 1, h - d + 1, w - d + 1, canvas_size - d + 1, canvas_size - d + 1]
+        shifts = [2 * max_shift + 1] * 2 if max_shift else []
         self._highs = torch.tensor(
-            [canvas_size - h + 1, canvas_size - w + 1] + per_distractor * num_distractors,
+            [canvas_size - h + 1, canvas_size - w + 1] + per_distractor * num_distractors + shifts,
             dtype=torch.float64,
         )  # (L,)
         self._fixed_draws: Tensor | None = None  # (N, L) int64, built on first batched read
@@ -318,6 +361,7 @@ class TranslatedClutteredDataset(Dataset):
                 for x in p.distractors
             ]
             canvas = compose(digit, self.canvas_size, (p.digit.row, p.digit.col), clutter)
+            canvas = shift_canvases(canvas[None], torch.tensor([p.shift]), self.max_shift)[0]
         if canvas.dtype == torch.uint8:
             image = canvas.float().div_(255.0)
         else:
@@ -341,10 +385,11 @@ class TranslatedClutteredDataset(Dataset):
         if self._is_plain:
             canvas = self.images[idx]  # (B, h, w), a copy
         else:
-            placement = self._placement_batch(idx)
+            placement, shift = self._placement_batch(idx)
             canvas = compose_batch(
                 self.images, idx, placement, self.canvas_size, self.distractor_size
             )  # (B, S, S)
+            canvas = shift_canvases(canvas, shift, self.max_shift)
         if canvas.dtype == torch.uint8:
             images = canvas.float().div_(255.0)
         else:
@@ -366,9 +411,12 @@ class TranslatedClutteredDataset(Dataset):
         """Canvas box (row, col, height, width) of item ``i``'s h x w digit image.
 
         The box covers the whole pasted image, including its empty margin (MNIST digits sit in a
-        20x20 region centred in the 28x28 image). Needs ``fixed_seed``.
+        20x20 region centred in the 28x28 image), after the canvas's shift (with ``max_shift``
+        it may reach past the canvas by up to that many pixels). Needs ``fixed_seed``.
         """
-        return self.placement(i).digit
+        p = self.placement(i)
+        (dy, dx), box = p.shift, p.digit
+        return box._replace(row=box.row + dy, col=box.col + dx)
 
     def _integers(self, i: int) -> Tensor:
         """The random integers (Tensor[L] int64) of item ``i``: drawn (fixed_seed=None) or
@@ -380,10 +428,10 @@ class TranslatedClutteredDataset(Dataset):
             u = torch.from_numpy(rng.random(len(self._highs)))
         return (u * self._highs).long()
 
-    def _placement_batch(self, idx: Tensor) -> PlacementBatch:
+    def _placement_batch(self, idx: Tensor) -> tuple[PlacementBatch, Tensor]:
         """Placements of items ``idx`` (Tensor[B], in ``0..N-1``), as :meth:`_draw` item by item:
         from :meth:`_integers` for fixed splits (all items computed once), drawn at once
-        otherwise."""
+        otherwise; with the shifts (Tensor[B, 2] int64, (dy, dx), zeros if ``max_shift == 0``)."""
         B, K = len(idx), self.num_distractors
         if self.fixed_seed is None:
             u = torch.rand(B, len(self._highs), dtype=torch.float64)  # (B, L)
@@ -395,9 +443,10 @@ class TranslatedClutteredDataset(Dataset):
                     table[i] = self._integers(i)
                 self._fixed_draws = table
             r = self._fixed_draws[idx]  # (B, L)
-        per = r[:, 2:].view(B, K, 5)  # source, crop row/col, paste row/col
+        per = r[:, 2 : 2 + 5 * K].view(B, K, 5)  # source, crop row/col, paste row/col
         sources = per[..., 0] + (per[..., 0] >= idx[:, None])  # skip the item itself
-        return PlacementBatch(r[:, :2], sources, per[..., 1:3], per[..., 3:5])
+        shift = r[:, 2 + 5 * K :] - self.max_shift if self.max_shift else r.new_zeros(B, 2)
+        return PlacementBatch(r[:, :2], sources, per[..., 1:3], per[..., 3:5]), shift
 
     def _draw(self, i: int) -> Placement:
         """Draw (fixed_seed=None) or recompute (fixed_seed set) the placement of item ``i``."""
@@ -405,9 +454,11 @@ class TranslatedClutteredDataset(Dataset):
         r = self._integers(i).tolist()
         d = self.distractor_size
         distractors = []
-        for k in range(2, len(r), 5):
+        for k in range(2, 2 + 5 * self.num_distractors, 5):
             source = r[k] + (r[k] >= i)  # skip the item itself: uniform over the N-1 others
             distractors.append(
                 Distractor(source, Box(r[k + 1], r[k + 2], d, d), Box(r[k + 3], r[k + 4], d, d))
             )
-        return Placement(Box(r[0], r[1], h, w), tuple(distractors))
+        s = self.max_shift
+        shift = (r[-2] - s, r[-1] - s) if s else (0, 0)
+        return Placement(Box(r[0], r[1], h, w), tuple(distractors), shift)

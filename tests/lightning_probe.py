@@ -30,5 +30,5 @@ def fit_one_batch(datamodule: pl.LightningDataModule, in_features: int, num_clas
     """Run one training and one validation batch; return the shapes of the images seen."""
     probe = ShapeProbe(in_features, num_classes)
     pl.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False).fit(probe, datamodule=datamodule)
+               enable_model_summary=False, enable_checkpointing=False).fit(probe, datamodule=datamodule)
     return probe.seen

@@ -28,6 +28,7 @@ from datamodules.synthetic import (
     collate_canvases,
     compose,
     compose_batch,
+    shift_canvases,
 )
 
 FILES = (
@@ -393,6 +394,82 @@ def test_batched_train_draws_follow_the_per_item_stream(tmp_path):
     assert not torch.equal(first[0][1], first[0][2])  # a repeated index is placed anew
 
 
+# ----------------------------------------------------------------------------- shifts
+def test_shift_canvases_matches_pixel_loop():
+    canvas = torch.rand(5, 6, 6)
+    shift = torch.tensor([[0, 0], [2, -1], [-2, 2], [1, 0], [-2, -2]])
+    out = shift_canvases(canvas, shift, 2)
+    ref = torch.zeros_like(canvas)
+    for b, (dy, dx) in enumerate(shift.tolist()):
+        for y in range(6):
+            for x in range(6):
+                if 0 <= y - dy < 6 and 0 <= x - dx < 6:
+                    ref[b, y, x] = canvas[b, y - dy, x - dx]
+    assert torch.equal(out, ref)
+    assert torch.equal(out[0], canvas[0]) and torch.equal(out[1, 2:, :5], canvas[1, :4, 1:])
+    assert float(out[1, :2].abs().sum()) == 0.0  # zero fill
+    with pytest.raises(ValueError, match="max_shift=1"):
+        shift_canvases(canvas, shift, 1)
+
+
+def test_shifted_sets_match_per_item_and_reference():
+    images = torch.randint(1, 256, (30, 10, 10), dtype=torch.uint8)
+    labels = torch.arange(30) % 10
+    for k in (0, 3):
+        plain = TranslatedClutteredDataset(images, labels, 16, k, 4, fixed_seed=1)
+        ds = TranslatedClutteredDataset(images, labels, 16, k, 4, fixed_seed=1, max_shift=3)
+        x, _ = collate_canvases(ds.__getitems__(list(range(30))))
+        shifts = []
+        for i in range(30):
+            p = ds.placement(i)
+            assert p.digit == plain.placement(i).digit  # the shift comes after the placement
+            assert p.distractors == plain.placement(i).distractors
+            assert torch.equal(x[i], ds[i][0])  # batched == per item
+            expected = shift_canvases(reference_canvas(plain, i)[None], torch.tensor([p.shift]), 3)
+            assert torch.equal(x[i, 0], expected[0].float())
+            box = ds.box(i)
+            assert (box.row - p.digit.row, box.col - p.digit.col) == p.shift
+            shifts.append(p.shift)
+        assert all(max(abs(dy), abs(dx)) <= 3 for dy, dx in shifts)
+        assert len(set(shifts)) > 10 and any(s != (0, 0) for s in shifts)
+
+
+def test_train_shift_is_uniform_same_stream_and_keeps_the_ink():
+    # a 2x2 blob in the middle of an 8x8 image (a margin of 3): shifts of up to 2 keep it whole
+    images = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    images[:, 3:5, 3:5] = 255
+    ds = TranslatedClutteredDataset(images, torch.zeros(2), 8, max_shift=2)
+    torch.manual_seed(0)
+    expected = stacked_items(ds, [0, 1] * 4)
+    torch.manual_seed(0)
+    assert torch.equal(collate_canvases(ds.__getitems__([0, 1] * 4))[0], expected[0])
+    x, _ = collate_canvases(ds.__getitems__([0] * 2500))
+    assert torch.equal(x.sum((1, 2, 3)), torch.full((2500,), 4.0))  # the whole blob, always
+    origin = ink_origin(x) - 1  # 1..5 -> offsets 0..4 of the 5x5 shifts
+    counts = torch.zeros(5, 5).index_put_(tuple(origin.T), torch.ones(2500), accumulate=True)
+    assert counts.min() > 60 and counts.max() < 140  # expected 100 each
+
+
+def test_mnist_train_shift_moves_training_digits_only(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    still, moved = make_mnist(tmp_path), make_mnist(tmp_path, train_shift=2)
+    for split in ("val_set", "test_set"):
+        a, b = getattr(still, split), getattr(moved, split)
+        assert torch.equal(collate_canvases(a.__getitems__(range(10)))[0],
+                           collate_canvases(b.__getitems__(range(10)))[0])
+    torch.manual_seed(0)
+    x, _ = collate_canvases(moved.train_set.__getitems__(list(range(20))))
+    ref, _ = collate_canvases(still.train_set.__getitems__(list(range(20))))
+    assert x.shape == ref.shape == (20, 1, 28, 28)
+    assert sum(not torch.equal(x[i], ref[i]) for i in range(20)) >= 10  # 24 of 25 shifts move
+    for i in range(20):  # each is its still image moved by at most 2 pixels
+        assert any(
+            torch.equal(x[i, 0], shift_canvases(ref[i], torch.tensor([[dy, dx]]), 2)[0])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+
+
 def test_batched_train_placement_is_uniform_and_inside_the_canvas():
     images = torch.full((2, 4, 4), 255, dtype=torch.uint8)
     ds = TranslatedClutteredDataset(images, torch.zeros(2), canvas_size=6)  # 3x3 positions
@@ -577,6 +654,8 @@ def test_broken_gzip_names_the_file(tmp_path):
         ({"val_size": 0}, "val_size"),
         ({"val_size": 60_000}, "val_size"),
         ({"seed": -1}, "seed"),
+        ({"train_shift": -1}, "train_shift"),
+        ({"train_shift": 28}, "train_shift"),
     ],
 )
 def test_mnist_invalid_values(kwargs, name):
@@ -619,6 +698,8 @@ def test_digits_invalid_values(kwargs, name):
         ((torch.zeros(4, 28, 28), torch.zeros(4), 60, 2, 8, -3), "fixed_seed"),
         ((torch.zeros(4, 1, 28, 28), torch.zeros(4), 60), "Tensor\\[N, h, w\\]"),
         ((torch.zeros(4, 28, 28), torch.zeros(3), 60), "labels"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 28, 0, 8, None, -1), "max_shift"),
+        ((torch.zeros(4, 28, 28), torch.zeros(4), 28, 0, 8, None, 28), "max_shift"),
     ],
 )
 def test_dataset_invalid_values(args, name):

@@ -1,6 +1,8 @@
 """Models (``nn.Module``s holding the math). Training procedures live in ``raccn.lit``."""
 
+from raccn.models.dram import DRAM, DeepRecurrentAttentionModel, DRAMOutput
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.models.ram import RAMOutput, RecurrentAttentionModel
 
 __all__ = ["RACNN", "RACNNOutput", "RAMOutput", "RecurrentAttentionModel"]
+__all__ += ["DRAM", "DRAMOutput", "DeepRecurrentAttentionModel"]
