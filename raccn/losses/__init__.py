@@ -4,5 +4,4 @@ from raccn.losses.dram_loss import DRAMLoss, dram_loss
 from raccn.losses.ram_loss import RAMLoss, ram_loss
 from raccn.losses.ranking import ranking_loss
 
-__all__ = ["RAMLoss", "ram_loss", "ranking_loss"]
-__all__ += ["DRAMLoss", "dram_loss"]
+__all__ = ["DRAMLoss", "RAMLoss", "dram_loss", "ram_loss", "ranking_loss"]

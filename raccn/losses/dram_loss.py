@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
+from raccn.losses.reinforce import reinforce_terms
 from raccn.models.dram import DRAMOutput
 
 
@@ -69,7 +70,5 @@ def dram_loss(output: DRAMOutput, targets: Tensor, reinforce_weight: float = 1.0
     ce = (ce_slots.view(B, S) * mask).sum(dim=1).mean()
     right = (logits.detach().argmax(dim=-1) == y) | ~mask  # (B, S)
     reward = right.all(dim=1).to(logits.dtype)  # (B,)
-    advantage = (reward[:, None] - baselines).detach()  # (B, T)
-    reinforce = -(log_pi * advantage).sum(dim=1).mean()
-    baseline = F.mse_loss(baselines, reward[:, None].expand_as(baselines))
+    reinforce, baseline = reinforce_terms(log_pi, baselines, reward)
     return DRAMLoss(ce + reinforce_weight * reinforce + baseline, ce, reinforce, baseline, reward)

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
+from raccn.losses.reinforce import reinforce_terms
+
 
 class RAMLoss(NamedTuple):
     loss: Tensor  #: scalar, the total to back-propagate
@@ -39,7 +41,5 @@ def ram_loss(
     """
     ce = F.cross_entropy(logits, target)
     reward = (logits.detach().argmax(dim=1) == target).to(logits.dtype)  # (B,)
-    advantage = (reward[:, None] - baselines).detach()  # (B, T-1)
-    reinforce = -(log_pi * advantage).sum(dim=1).mean()
-    baseline = F.mse_loss(baselines, reward[:, None].expand_as(baselines)) if baselines.numel() else ce.new_zeros(())
+    reinforce, baseline = reinforce_terms(log_pi, baselines, reward)
     return RAMLoss(ce + reinforce_weight * reinforce + baseline, ce, reinforce, baseline, reward)

@@ -4,5 +4,12 @@ from raccn.models.dram import DRAM, DeepRecurrentAttentionModel, DRAMOutput
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.models.ram import RAMOutput, RecurrentAttentionModel
 
-__all__ = ["RACNN", "RACNNOutput", "RAMOutput", "RecurrentAttentionModel"]
-__all__ += ["DRAM", "DRAMOutput", "DeepRecurrentAttentionModel"]
+__all__ = [
+    "DRAM",
+    "RACNN",
+    "DRAMOutput",
+    "DeepRecurrentAttentionModel",
+    "RACNNOutput",
+    "RAMOutput",
+    "RecurrentAttentionModel",
+]

@@ -16,30 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+from raccn.models.conv_stack import conv_stack, is_positive_int
 
 
 def as_size(size: int | Sequence[int], name: str) -> tuple[int, int]:
     """``size`` as ``(height, width)``; ``ValueError`` naming ``name`` unless positive integers."""
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
-    if len(pair) != 2 or not all(_is_positive_int(s) for s in pair):
+    if len(pair) != 2 or not all(is_positive_int(s) for s in pair):
         raise ValueError(
             f"{name} must be a positive integer or a pair (height, width) of them, got {size!r}"
         )
     return pair
-
-
-def check_channels(channels: Sequence[int], name: str) -> tuple[int, ...]:
-    """``channels`` as a tuple; ``ValueError`` naming ``name`` unless non-empty, all ints >= 1."""
-    out = tuple(channels) if isinstance(channels, Sequence) else ()
-    if not out or not all(_is_positive_int(c) for c in out):
-        raise ValueError(
-            f"{name} must be a non-empty list of positive integers, one per convolution "
-            f"(paper: 3 layers), got {channels!r}"
-        )
-    return out
 
 
 class ContextNetwork(nn.Module):
@@ -66,14 +53,10 @@ class ContextNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.context_size = as_size(context_size, "context_size")
-        channels = check_channels(channels, "context_channels")
-        layers: list[nn.Module] = []
+        self.convs = conv_stack(in_channels, channels, 2, "context_channels")
         h, w = self.context_size
-        for i, (c_in, c_out) in enumerate(zip((in_channels, *channels[:-1]), channels)):
-            k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2), nn.ReLU()]
-            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # stride 2, "same" padding
-        self.convs = nn.Sequential(*layers)
+        for _ in channels:  # stride 2, "same" padding
+            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
         self.fc = nn.Linear(channels[-1] * h * w, out_dim)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from raccn.models.action_network import ActionNetwork
 from raccn.models.baseline_network import BaselineNetwork
 from raccn.models.context_network import ContextNetwork
+from raccn.models.conv_stack import is_positive_int
 from raccn.models.core_network import CoreNetwork
 from raccn.models.dram_glimpse_network import DRAMGlimpseNetwork
 from raccn.models.location_network import LocationNetwork
@@ -45,7 +46,7 @@ class DRAMOutput(NamedTuple):
 
 
 def _positive_int(value: int, name: str, hint: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"{name} must be an integer >= 1 ({hint}), got {value!r}")
     return value
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raccn.models.context_network import check_channels
+from raccn.models.conv_stack import conv_stack
 from raccn.ops.glimpse import check_glimpse_args, glimpse
 
 
@@ -46,13 +46,8 @@ class DRAMGlimpseNetwork(nn.Module):
     ) -> None:
         super().__init__()
         check_glimpse_args(patch_size, scales, scale_factor)
-        channels = check_channels(channels, "conv_channels")
         self.patch_size, self.scales, self.scale_factor = patch_size, scales, scale_factor
-        layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip((in_channels * scales, *channels[:-1]), channels)):
-            k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.ReLU()]
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_stack(in_channels * scales, channels, 1, "conv_channels")
         self.fc_image = nn.Linear(channels[-1] * patch_size**2, out_dim)
         self.fc_loc = nn.Linear(2, out_dim)
 
