@@ -8,13 +8,19 @@
 Training (``--mode train``), in this process, on one in-memory batch set (random images; the
 content does not change the cost):
 
-- ``plain_ips``: a bare PyTorch loop of the RAM math: forward, hybrid loss, backward, Adam step;
-- ``lightning_ips``: ``RAMLitModule`` under ``pl.Trainer.fit`` (no logger, no checkpoints, no
-  progress bar, no validation) on a ``DataLoader`` over an in-memory ``TensorDataset``, timed
-  from the first to the last measured batch by a callback;
-- the share of the plain step spent in the glimpse op (its T forward calls; nothing upstream of
-  it needs a gradient), in the recurrent core (T forward+backward steps) and, for Lightning, the
-  extra time per step over the plain loop (``lightning_overhead``).
+- ``plain_ips``: a bare PyTorch loop of the RAM math: forward, hybrid loss, backward, Adam step
+  (``fused=True``, as in ``configs/ram_*.yaml``);
+- ``lightning_ips``: ``RAMLitModule`` with the same optimiser under ``pl.Trainer.fit`` (no
+  logger, no checkpoints, no progress bar, no validation) on a ``DataLoader`` over the batches in
+  memory, read a batch at a time (``__getitems__``) as the package's data modules read theirs,
+  timed from the first to the last measured batch by a callback;
+- the share of the plain step spent in the glimpse op (``prepare_glimpses`` once and its T
+  forward calls, as in the model; nothing upstream of it needs a gradient), in the recurrent core
+  (T forward+backward steps) and, for Lightning, the extra time per step over the plain loop
+  (``lightning_overhead``).
+
+``--compile`` measures both with the forward and loss through ``torch.compile``
+(``RAMLitModule(compile=True)``; compiling happens in the warm-up steps, outside the timing).
 
 Evaluation (``--mode eval``): ``RAMLitModule.predict_proba`` (M Monte Carlo rollouts, softmax
 averaged) under ``torch.no_grad``, images/s.
@@ -44,7 +50,9 @@ import time
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.synthetic import CanvasBatch, collate_canvases
 
 from raccn.lit import RAMLitModule
 from raccn.losses import ram_loss
@@ -57,8 +65,14 @@ def build(args) -> RAMLitModule:
     return RAMLitModule(
         num_classes=10, in_channels=1, glimpses=args.glimpses, patch_size=args.patch, scales=args.scales,
         scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=args.hidden, core=args.core,
-        std=0.17, init_loc="random", mc_samples=args.mc,
+        std=0.17, init_loc="random", mc_samples=args.mc, optimizer=fused_adam,
+        compile=getattr(args, "compile", False),
     )
+
+
+def fused_adam(params) -> torch.optim.Adam:
+    """The configs' optimiser (``configs/ram_*.yaml``: ``fused: true``), Adam at the paper's lr."""
+    return torch.optim.Adam(params, lr=1e-3, fused=True)
 
 
 def build_dram(args) -> DRAM:
@@ -112,17 +126,40 @@ def timed(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tensor):
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tensor, compile: bool = False):
+    opt = fused_adam(module.parameters())
+
+    def loss_fn(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out = module.net(images)
+        return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines).loss
+
+    loss_fn = torch.compile(loss_fn) if compile else loss_fn
 
     def step() -> None:
-        out = module.net(images)
-        parts = ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines)
+        loss = loss_fn(images, target)
         opt.zero_grad(set_to_none=True)
-        parts.loss.backward()
+        loss.backward()
         opt.step()
 
     return step
+
+
+class InMemoryBatches(Dataset):
+    """Images and labels held in memory, read a batch at a time (``__getitems__``) as the
+    package's data modules read theirs (``datamodules.synthetic.CanvasBatch``)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> CanvasBatch:
+        idx = torch.as_tensor(indices)
+        return CanvasBatch(self.images[idx], self.labels[idx])
 
 
 class _StepTimer(pl.Callback):
@@ -143,8 +180,8 @@ class _StepTimer(pl.Callback):
 def lightning_seconds_per_step(args, images: torch.Tensor, target: torch.Tensor) -> float:
     module = build(args)
     n = args.steps + 3
-    data = TensorDataset(images.repeat(n, 1, 1, 1), target.repeat(n))
-    loader = DataLoader(data, batch_size=args.batch, shuffle=False, num_workers=0)
+    data = InMemoryBatches(images.repeat(n, 1, 1, 1), target.repeat(n))
+    loader = DataLoader(data, batch_size=args.batch, shuffle=False, num_workers=0, collate_fn=collate_canvases)
     timer = _StepTimer(skip=3)
     trainer = pl.Trainer(
         max_steps=n, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -183,6 +220,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-lightning", action="store_true", help="skip the Trainer measurement")
+    p.add_argument("--compile", action="store_true",
+                   help="ram training: torch.compile the forward and loss (RAMLitModule(compile=True)); "
+                        "compiling happens in the warm-up steps, outside the timing")
     args = p.parse_args()
     for name, value in DEFAULTS[args.model].items():
         if getattr(args, name) is None:
@@ -202,7 +242,7 @@ def main() -> None:
     module = build(args)
     result = {"bench": f"ram_{args.mode}", "batch": args.batch, "image": args.image, "patch": args.patch,
               "scales": args.scales, "glimpses": args.glimpses, "core": args.core, "hidden": args.hidden,
-              "ema": args.ema, "threads": args.threads,
+              "ema": args.ema, "compile": args.compile, "threads": args.threads,
               "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
     if args.mode == "eval":
         module.eval()
@@ -217,7 +257,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    step = plain_step_fn(module, images, target)
+    step = plain_step_fn(module, images, target, args.compile)
     plain = [timed(step, args.steps) for _ in range(args.repeats)]
 
     # components of the plain step
@@ -225,9 +265,10 @@ def main() -> None:
     locs = torch.rand(args.glimpses, args.batch, 2) * 2 - 1
     gn = net.glimpse_net
 
-    def glimpse_calls() -> None:
+    def glimpse_calls() -> None:  # as in the model: the per-batch part once, then T glimpses
+        source = gn.prepare(images)
         for t in range(args.glimpses):
-            glimpse(images, locs[t], gn.patch_size, gn.scales, gn.scale_factor)
+            glimpse(images, locs[t], gn.patch_size, gn.scales, gn.scale_factor, source)
 
     g_in = torch.randn(args.glimpses, args.batch, net.core.cell.input_size)
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from raccn.ops import glimpse
+from raccn.ops.glimpse import integral_image, prepare_glimpses
 
 
 def reference_aligned(images, centres_px, size, scales, factor):
@@ -61,17 +62,17 @@ def test_patch0_is_plain_slice_float32():
 
 
 def test_zero_padding_outside_the_image():
-    images = torch.ones(1, 1, 8, 8)
-    out = glimpse(images, torch.tensor([[-1.0, -1.0]]), size=4, scales=2)  # centre at (0, 0)
-    p0 = out[0, 0, 0]
-    assert torch.all(p0[:2, :] == 0) and torch.all(p0[:, :2] == 0)  # outside: zeros
-    assert torch.all(p0[2:, 2:] == 1)
-    # scale 1 covers [-4, 4)^2, pooled by 2: only the bottom-right 2x2 cells are inside
-    expected = torch.zeros(4, 4)
+    images = torch.ones(1, 1, 8, 8, dtype=torch.float64)  # exact to 1e-12; float32 to rounding
+    out = glimpse(images, torch.tensor([[-1.0, -1.0]], dtype=torch.float64), size=4, scales=2)
+    # centre at (0, 0): scale 0 covers [-2, 2)^2, only its bottom-right 2x2 cells are inside;
+    # scale 1 covers [-4, 4)^2 pooled by 2: again only the bottom-right 2x2 cells are inside
+    expected = torch.zeros(4, 4, dtype=torch.float64)
     expected[2:, 2:] = 1
-    torch.testing.assert_close(out[0, 1, 0], expected)
+    torch.testing.assert_close(out[0, 0, 0], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[0, 1, 0], expected, rtol=0, atol=1e-12)
     # far outside: all zeros
-    assert glimpse(images, torch.tensor([[5.0, -5.0]]), 4, 3).abs().max() == 0
+    far = glimpse(images, torch.tensor([[5.0, -5.0]], dtype=torch.float64), 4, 3)
+    torch.testing.assert_close(far, torch.zeros_like(far), rtol=0, atol=1e-12)
 
 
 def test_subpixel_equals_area_average_on_finer_grid():
@@ -121,3 +122,63 @@ def test_wrong_shapes():
         glimpse(torch.rand(8, 8), torch.zeros(1, 2), 4, 1)
     with pytest.raises(ValueError, match="loc"):
         glimpse(torch.rand(2, 1, 8, 8), torch.zeros(3, 2), 4, 1)
+
+
+def integral_reference(images, loc, size, scales, factor):
+    """Area means straight from the summed-area table, one cell corner at a time (float64)."""
+    B, C, H, W = images.shape
+    S = integral_image(images.double())
+
+    def at(b, x, y):  # S at a real point: bilinear between integer corners, constant outside
+        x, y = min(max(x, 0.0), W), min(max(y, 0.0), H)
+        i, k = min(int(x), W - 1), min(int(y), H - 1)
+        fx, fy = x - i, y - k
+        t = S[b, :, k : k + 2, i : i + 2]
+        return ((1 - fy) * ((1 - fx) * t[:, 0, 0] + fx * t[:, 0, 1])
+                + fy * ((1 - fx) * t[:, 1, 0] + fx * t[:, 1, 1]))
+
+    out = torch.zeros(B, scales, C, size, size, dtype=torch.float64)
+    for b in range(B):
+        cx, cy = (float(loc[b, 0]) + 1) / 2 * W, (float(loc[b, 1]) + 1) / 2 * H
+        for j in range(scales):
+            c = factor**j
+            for r in range(size):
+                for q in range(size):
+                    x0, y0 = cx - size * c / 2 + q * c, cy - size * c / 2 + r * c
+                    total = at(b, x0 + c, y0 + c) - at(b, x0, y0 + c) - at(b, x0 + c, y0) + at(b, x0, y0)
+                    out[b, j, :, r, q] = total / (c * c)
+    return out
+
+
+@pytest.mark.parametrize("size,scales,factor", [(3, 3, 2.0), (4, 2, 3.0), (3, 3, 1.5), (2, 1, 1.0)])
+def test_subpixel_random_locations_against_summed_area_reference(size, scales, factor):
+    """Both paths ("box" for integer cell sides, "integral" otherwise) at arbitrary sub-pixel
+    centres, inside, on and beyond the borders, against a per-cell loop over the table."""
+    torch.manual_seed(3)
+    images = torch.rand(3, 2, 9, 13, dtype=torch.float64)
+    loc = torch.rand(3, 2, dtype=torch.float64) * 2.6 - 1.3
+    source = prepare_glimpses(images, scales, factor)
+    assert source.method == ("integral" if factor == 1.5 else "box")
+    out = glimpse(images, loc, size, scales, factor, source)
+    torch.testing.assert_close(out, integral_reference(images, loc, size, scales, factor), rtol=0, atol=1e-12)
+    torch.testing.assert_close(glimpse(images, loc, size, scales, factor), out, rtol=0, atol=0)
+
+
+def test_float32_matches_float64():
+    torch.manual_seed(4)
+    images = torch.rand(16, 1, 60, 60, dtype=torch.float64)
+    loc = torch.rand(16, 2, dtype=torch.float64) * 2 - 1
+    for factor in (2.0, 1.5):
+        ref = glimpse(images, loc, 12, 3, factor)
+        out = glimpse(images.float(), loc.float(), 12, 3, factor)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-5)
+
+
+def test_source_must_match_the_glimpse():
+    images = torch.rand(2, 1, 8, 8)
+    source = prepare_glimpses(images, 2, 2.0)
+    with pytest.raises(ValueError, match="prepare_glimpses"):
+        glimpse(images, torch.zeros(2, 2), 4, 3, 2.0, source)  # scales differ
+    with pytest.raises(ValueError, match="prepare_glimpses"):
+        glimpse(torch.rand(3, 1, 8, 8), torch.zeros(3, 2), 4, 2, 2.0, source)  # other images

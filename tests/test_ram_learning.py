@@ -117,3 +117,44 @@ def test_policy_lr_factor_scales_only_the_policy_group():
 def test_policy_lr_factor_must_be_positive(factor):
     with pytest.raises(ValueError, match="policy_lr_factor must be > 0"):
         RAMLitModule(policy_lr_factor=factor)
+
+
+def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
+    """model.compile: the compiled training loss equals the eager one on the same sampled
+    locations' distribution (deterministic policy here), and a compiled run still learns."""
+    import copy
+
+    pl.seed_everything(0)
+    kwargs = dict(num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32, glimpse_dim=64,
+                  hidden_size=64, std=0.25, init_loc="center", optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    model = RAMLitModule(compile=True, **kwargs)
+    x, y = corner_task(64, 5).tensors
+    model.net.locator.std = 1e-6  # near-deterministic policy: both draw almost the same locations
+    eager, compiled = model.training_loss(x, y), model._compiled_training_loss(x, y)
+    torch.testing.assert_close(compiled.ce, eager.ce, rtol=1e-4, atol=1e-4)
+    assert callable(model.__dict__["_compiled_loss"]) and model.__dict__["_compiled_loss"] != model.training_loss
+    assert "_compiled_loss" not in copy.deepcopy(model).__dict__  # EMA copies, pickling
+    model.net.locator.std = 0.25
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    data = CornerData()
+    trainer.fit(model, datamodule=data)
+    (result,) = trainer.test(model, datamodule=data, verbose=False)
+    assert result["test/acc"] > 0.9
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no working C++ compiler found\nmore lines")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, compile=True)
+    x, y = corner_task(8, 0).tensors
+    with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*compile: false"):
+        parts = model._compiled_training_loss(x, y)
+    assert parts.loss.requires_grad
+    assert model.__dict__["_compiled_loss"] == model.training_loss  # eager from now on, no retry

@@ -138,3 +138,49 @@ def test_relu_init(core):
     assert default.glimpse_net.fc_hg.bias.any()  # "torch" leaves PyTorch's init alone
     assert not torch.allclose(default.core.cell.weight_hh.T @ default.core.cell.weight_hh,
                               torch.eye(w.shape[1]), atol=1e-2)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_location_policy_matches_torch_normal(deterministic):
+    """The written-out Gaussian: same samples from the same seed and the same log-density as
+    torch.distributions.Normal, with the gradient of log pi w.r.t. the mean."""
+    from torch.distributions import Normal
+
+    from raccn.models.location_network import LocationNetwork
+
+    torch.manual_seed(0)
+    net = LocationNetwork(16, std=0.2)
+    h = torch.randn(64, 16) * 3  # large means: many samples beyond [-1, 1] before the clamp
+    torch.manual_seed(1)
+    out = net(h, deterministic)
+    mean = torch.tanh(net.fc(h))
+    torch.manual_seed(1)
+    raw = mean.detach() if deterministic else Normal(mean.detach(), 0.2).sample()
+    torch.testing.assert_close(out.loc, raw.clamp(-1, 1))
+    ref = Normal(mean, 0.2).log_prob(raw).sum(1)
+    torch.testing.assert_close(out.log_pi, ref)
+    g, g_ref = torch.autograd.grad(out.log_pi.sum(), net.fc.weight)[0], torch.autograd.grad(ref.sum(), net.fc.weight)[0]
+    torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_core_first_step_equals_the_cell_from_zeros(cell):
+    """CoreNetwork skips W_hh @ 0 on the first step: same state and same gradients as the
+    torch cell started from zeros."""
+    from raccn.models.core_network import CoreNetwork
+
+    torch.manual_seed(0)
+    core = CoreNetwork(8, 6, cell)
+    g = torch.randn(5, 8)
+    ours = core(g)
+    ref = core.cell(g)
+    ref = (ref,) if cell == "rnn" else ref
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+    params = [core.cell.weight_ih, core.cell.bias_ih, core.cell.bias_hh]
+    w = torch.randn(5, 6)
+    grads = torch.autograd.grad((ours[0] * w).sum(), params)
+    grads_ref = torch.autograd.grad((ref[0] * w).sum(), params)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)

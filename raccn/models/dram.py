@@ -140,13 +140,14 @@ class DeepRecurrentAttentionModel(nn.Module):
         c_I = self.context_net(images)  # (B, hidden)
         r2 = (c_I, torch.zeros_like(c_I))  # (h, c) of the location LSTM
         r1 = None  # the classification LSTM starts from zeros
+        source = self.glimpse_net.prepare(images)  # shared by the T glimpses
         locations, log_pis, baselines, label_states = [], [], [], []
         for n in range(1, self.glimpses + 1):
             l_n, log_pi, _ = self.locator(r2[0], deterministic)  # (B, 2), (B,)
             locations.append(l_n)
             log_pis.append(log_pi)
             baselines.append(self.baseline(r2[0]))  # (B,)
-            r1 = self.core(self.glimpse_net(images, l_n), r1)
+            r1 = self.core(self.glimpse_net(images, l_n, source), r1)
             if n % self.glimpses_per_digit == 0:
                 label_states.append(r1[0])
             if n < self.glimpses:  # r2_T would choose no glimpse

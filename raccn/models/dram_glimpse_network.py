@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raccn.models.conv_stack import conv_stack
-from raccn.ops.glimpse import check_glimpse_args, glimpse
+from raccn.ops.glimpse import GlimpseSource, check_glimpse_args, glimpse, prepare_glimpses
 
 
 class DRAMGlimpseNetwork(nn.Module):
@@ -51,16 +51,22 @@ class DRAMGlimpseNetwork(nn.Module):
         self.fc_image = nn.Linear(channels[-1] * patch_size**2, out_dim)
         self.fc_loc = nn.Linear(2, out_dim)
 
-    def forward(self, images: Tensor, loc: Tensor) -> Tensor:
+    def prepare(self, images: Tensor) -> GlimpseSource:
+        """``prepare_glimpses`` for this sensor: the per-batch part of every glimpse of ``images``."""
+        return prepare_glimpses(images, self.scales, self.scale_factor)
+
+    def forward(self, images: Tensor, loc: Tensor, source: GlimpseSource | None = None) -> Tensor:
         """
         Args:
             images (Tensor[B, C, H, W]): images.
             loc (Tensor[B, 2]): glimpse centres (x, y) in [-1, 1] (see ``raccn.ops.glimpse``).
+            source (GlimpseSource, optional): ``self.prepare(images)``, made once by a caller
+                that takes several glimpses of the same images (made here when None).
 
         Returns:
             Tensor[B, out_dim]: the glimpse feature g_n (>= 0).
         """
-        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor)  # (B,J,C,P,P)
+        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor, source)  # (B,J,C,P,P)
         g_image = F.relu(self.fc_image(self.convs(rho.flatten(1, 2)).flatten(1)))  # (B, D)
         g_loc = F.relu(self.fc_loc(loc))  # (B, D)
         return g_image * g_loc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raccn.ops.glimpse import check_glimpse_args, glimpse
+from raccn.ops.glimpse import GlimpseSource, check_glimpse_args, glimpse, prepare_glimpses
 
 
 class GlimpseNetwork(nn.Module):
@@ -43,16 +43,22 @@ class GlimpseNetwork(nn.Module):
         self.fc_g = nn.Linear(hidden_g, out_dim)
         self.fc_l = nn.Linear(hidden_l, out_dim)
 
-    def forward(self, images: Tensor, loc: Tensor) -> Tensor:
+    def prepare(self, images: Tensor) -> GlimpseSource:
+        """``prepare_glimpses`` for this sensor: the per-batch part of every glimpse of ``images``."""
+        return prepare_glimpses(images, self.scales, self.scale_factor)
+
+    def forward(self, images: Tensor, loc: Tensor, source: GlimpseSource | None = None) -> Tensor:
         """
         Args:
             images (Tensor[B, C, H, W]): images.
             loc (Tensor[B, 2]): glimpse centres (x, y) in [-1, 1] (see ``raccn.ops.glimpse``).
+            source (GlimpseSource, optional): ``self.prepare(images)``, made once by a caller
+                that takes several glimpses of the same images (made here when None).
 
         Returns:
             Tensor[B, out_dim]: the glimpse feature g_t.
         """
-        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor)
+        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor, source)
         h_g = F.relu(self.fc_hg(rho.flatten(1)))
         h_l = F.relu(self.fc_hl(loc))
         return F.relu(self.fc_g(h_g) + self.fc_l(h_l))

@@ -127,10 +127,11 @@ class RecurrentAttentionModel(nn.Module):
             RAMOutput with per-step logits, locations, log-probabilities and baselines.
         """
         l_t = self.first_location(images)
+        source = self.glimpse_net.prepare(images)  # shared by the T glimpses
         state = None
         hidden, locations, log_pis, baselines = [], [l_t], [], []
         for t in range(self.glimpses):
-            state = self.core(self.glimpse_net(images, l_t), state)
+            state = self.core(self.glimpse_net(images, l_t, source), state)
             h_t = state[0]
             hidden.append(h_t)
             if t + 1 < self.glimpses:

@@ -4,20 +4,40 @@ Mnih, Heess, Graves, Kavukcuoglu, "Recurrent Models of Visual Attention", NIPS 2
 the sensor extracts ``scales`` square patches centred on the location ``l``; patch ``j`` has side
 ``size * scale_factor**j`` pixels and is brought to ``size x size`` pixels.
 
-The op is written as two batched matrix products with exact area-averaging weights,
-``patch_j = A_y(j) @ image @ A_x(j)^T``. ``A[m, i]`` is the length of the overlap between image
-pixel ``i`` (the interval ``[i, i+1)``) and output cell ``m`` divided by the cell's length, so
-every output pixel is the mean of the image over its square, pixels outside the image count as
-zero, sub-pixel positions are handled exactly, and the result is differentiable (by autograd)
-with respect to both the images and the locations. There is no loop over the batch.
+Every output pixel is the exact mean of the image over its square (pixels outside the image count
+as zero; sub-pixel positions are handled exactly). Two equivalent ways compute it, chosen by the
+cell side ``c_j = scale_factor**j`` (pixels per output pixel):
+
+- ``"box"``, when every ``c_j`` is an integer (the paper's factor 2): the mean over a
+  ``c x c`` square whose corner sits at a sub-pixel position ``(i + f, k + g)`` is the bilinear
+  interpolation, at that position, of the image box-filtered by ``c x c`` at integer positions
+  (in 1-D: ``(1-f) box_c[i] + f box_c[i+1]``, both sides being
+  ``((1-f) x[i] + x[i+1] + ... + x[i+c-1] + f x[i+c]) / c``). The box sums of all scales
+  (``box_planes``, shifted adds) are computed once per image batch; each glimpse is one
+  ``F.grid_sample`` per scale of ``size**2`` points per image, in the images' dtype, and the
+  samples are divided by ``c * c``. Per glimpse this reads ``scales * size**2 * 4`` values,
+  where a dense resampling matrix product reads the whole image for every output row.
+- ``"integral"``, for any other factor: the image's summed-area table ``S`` (float64; float32 on
+  MPS, which has no float64) is sampled bilinearly at the cells' corners (the integral of the
+  piecewise-constant image over ``[0, x] x [0, y]`` is the bilinear interpolation of ``S``) and
+  each cell is ``S(x1, y1) - S(x0, y1) - S(x1, y0) + S(x0, y0)`` over its area.
+
+``prepare_glimpses(images, scales, scale_factor)`` does the per-batch part once, for callers
+that take several glimpses of the same images (RAM, DRAM); ``glimpse`` does it itself when not
+given. Both paths are differentiable (by autograd, no custom backward) with respect to the
+images and the locations, and there is no loop over the batch.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["area_weights", "check_glimpse_args", "glimpse"]
+__all__ = ["GlimpseSource", "check_glimpse_args", "glimpse", "integral_image", "prepare_glimpses"]
 
 
 def check_glimpse_args(size: int, scales: int, scale_factor: float) -> None:
@@ -33,33 +53,151 @@ def check_glimpse_args(size: int, scales: int, scale_factor: float) -> None:
         )
 
 
-def area_weights(start: Tensor, cell: Tensor, size: int, length: int) -> Tensor:
-    """Area-averaging weights of ``size`` consecutive cells over ``length`` unit pixels.
+def _check_images(images: Tensor) -> None:
+    if images.dim() != 4:
+        raise ValueError(f"images must be Tensor[B, C, H, W], got shape {tuple(images.shape)}")
+
+
+def integer_cells(scales: int, scale_factor: float) -> list[int] | None:
+    """The cell sides ``scale_factor**j`` (j < scales) as integers, or None if one is not."""
+    cells = [float(scale_factor) ** j for j in range(scales)]
+    if all(abs(c - round(c)) < 1e-9 for c in cells):
+        return [round(c) for c in cells]
+    return None
+
+
+def integral_image(images: Tensor) -> Tensor:
+    """Summed-area table of a batch of images, with a leading zero row and column.
 
     Args:
-        start (Tensor[..., J]): left edge of the first cell, in pixels (pixel ``i`` covers
-            ``[i, i+1)``).
-        cell (Tensor[J]): length of one cell, in pixels, per scale (> 0).
-        size (int): number of cells per scale.
-        length (int): number of pixels.
+        images (Tensor[B, C, H, W]): images; pixel ``(y, x)`` covers ``[x, x+1) x [y, y+1)``.
 
     Returns:
-        Tensor[..., J, size, length]: ``w[..., j, m, i]`` = |[i, i+1) ∩ cell m of scale j|
-        divided by ``cell[j]``. Rows of cells lying inside ``[0, length)`` sum to 1.
+        Tensor[B, C, H+1, W+1]: ``S[..., y, x]`` = sum of ``images[..., :y, :x]`` (the integral of
+        the image over ``[0, x] x [0, y]``), in float64 (float32 on MPS, which has no float64).
+        Differentiable with respect to ``images``.
     """
-    m = torch.arange(size, device=start.device, dtype=start.dtype)
-    # Edges of the cells, in units of the scale's cell: (start / cell) + m.
-    lo = (start / cell)[..., None] + m  # (..., J, size)
-    u = torch.arange(length + 1, device=start.device, dtype=start.dtype)
-    u = u / cell[:, None, None]  # (J, 1, length+1) pixel edges in cell units
-    # F(u) = clamp(u - lo, 0, 1) is the covered fraction of cell m left of u; its finite
-    # difference over pixel edges is the overlap with each pixel.
-    covered = (u - lo[..., None]).clamp(0.0, 1.0)  # (..., J, size, length+1)
-    return covered[..., 1:] - covered[..., :-1]
+    _check_images(images)
+    dtype = torch.float32 if images.device.type == "mps" else torch.float64
+    B, C, H, W = images.shape
+    table = images.new_zeros(B, C, H + 1, W + 1, dtype=dtype)
+    table[:, :, 1:, 1:] = images
+    return table.cumsum(2).cumsum(3)
+
+
+def box_planes(images: Tensor, cells: list[int]) -> list[Tensor]:
+    """The images box-filtered by each cell side, zero-padded by the same margin.
+
+    Args:
+        images (Tensor[B, C, H, W]): images.
+        cells (list[int]): cell sides ``c_0 < c_1 < ...`` in pixels, each a multiple of the one
+            before (the powers of an integer ``scale_factor``), ``c_0 = 1``.
+
+    Returns:
+        list of J = len(cells) contiguous tensors, ``L = c_{J-1} - 1``: plane ``j``
+        (Tensor[B, C, H + 2L - c_j + 1, W + 2L - c_j + 1]) holds at ``[..., L + k, L + i]`` the
+        sum of the image (zero outside) over the ``c_j x c_j`` square whose top-left pixel is
+        ``(k, i)``, for ``-L <= k``, ``-L <= i``. Plane 0 is the zero-padded image (the images
+        themselves when ``L = 0``).
+    """
+    L = cells[-1] - 1
+    box = F.pad(images, (L, L, L, L)) if L else images  # box_1[u] = image[u - L]
+    planes, prev = [box], 1
+    for c in cells[1:]:
+        k = c // prev  # box_c[u] = sum_{d < k} box_prev[u + d * prev], in x then in y
+        for dim in (3, 2):
+            n = box.shape[dim] - (k - 1) * prev
+            summed = box.narrow(dim, 0, n)
+            for d in range(1, k):
+                summed = summed + box.narrow(dim, d * prev, n)
+            box = summed
+        planes.append(box)  # sums: glimpse divides its few samples by c * c, not the plane
+        prev = c
+    return planes
+
+
+class GlimpseSource(NamedTuple):
+    """What ``glimpse`` samples, prepared once per image batch by ``prepare_glimpses``."""
+
+    tensors: tuple[Tensor, ...]  #: the J box planes (see ``box_planes``) or the summed-area table
+    method: str  #: "box" or "integral" (see the module docstring)
+    scales: int
+    scale_factor: float
+    image_shape: tuple[int, int, int, int]  #: (B, C, H, W) of the images it was made from
+
+
+def prepare_glimpses(images: Tensor, scales: int, scale_factor: float = 2.0) -> GlimpseSource:
+    """The per-batch part of ``glimpse``, to share between glimpses of the same images.
+
+    Args:
+        images (Tensor[B, C, H, W]): images.
+        scales (int), scale_factor (float): as in ``glimpse``.
+
+    Returns:
+        GlimpseSource: box-filtered planes when every ``scale_factor**j`` is an integer, the
+        summed-area table otherwise. Differentiable with respect to ``images``.
+    """
+    check_glimpse_args(1, scales, scale_factor)
+    _check_images(images)
+    cells = integer_cells(scales, scale_factor)
+    if cells is not None:
+        tensors, method = tuple(box_planes(images, cells)), "box"
+    else:
+        tensors, method = (integral_image(images),), "integral"
+    return GlimpseSource(tensors, method, scales, float(scale_factor), tuple(images.shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_terms(method: str, size: int, scales: int, scale_factor: float, H: int, W: int,
+                dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Constants of the sampling grid ``grid[j, b] = base[j] + loc[b] @ spread[j]``.
+
+    Returns ``base`` (Tensor[J, 1, K]) and ``spread`` (Tensor[J, 2, K]), ``K = M * M * 2``: row
+    ``j`` flattens the (M, M, 2) grid of scale ``j`` for a centre at ``loc = 0``, ``(x, y)``
+    last, ``m`` along x and ``n`` along y; ``spread`` puts ``loc``'s x (times the scale's slope)
+    on the x entries and its y on the y entries, so one batched matrix product builds the whole
+    grid (a broadcast add over a last axis of 2 costs several times more). The points are the
+    cells' top-left corners (box, ``M = size``) or all their corners (integral,
+    ``M = size + 1``), in the normalised coordinates of ``F.grid_sample`` over the box plane of
+    scale ``j`` (box) or over the summed-area table (integral).
+    """
+    cells = [float(scale_factor) ** j for j in range(scales)]
+    if method == "box":
+        # Plane j has n + 2L - c + 1 columns and column L + i is box_c at i; with
+        # align_corners=False, column t is at (2t + 1) / columns - 1. Cell m's left edge is
+        # e = (x + 1) n / 2 - size c / 2 + m c, sampled at t = e + L.
+        L = round(cells[-1]) - 1
+        sides = [[n + 2 * L - round(c) + 1 for n in (W, H)] for c in cells]
+        axis = [[[(n - size * c + 2 * m * c + 2 * L + 1) / side - 1 for m in range(size)]
+                 for n, side in zip((W, H), sides_j)] for c, sides_j in zip(cells, sides)]
+        slope = [[[n / side for n, side in zip((W, H), sides_j)]] for sides_j in sides]
+    else:  # align_corners=True over the W + 1 table columns: pixel edge u maps to 2u / W - 1
+        axis = [[[(m - 0.5 * size) * c * 2.0 / n for m in range(size + 1)] for n in (W, H)]
+                for c in cells]
+        slope = [[[1.0, 1.0]]] * scales
+    axis = torch.tensor(axis, dtype=dtype, device=device)  # (J, 2, M): x offsets, y offsets
+    J, M = scales, axis.shape[-1]
+    base = torch.stack((axis[:, 0, None, :].expand(J, M, M), axis[:, 1, :, None].expand(J, M, M)), dim=-1)
+    spread = torch.zeros(J, 2, M * M, 2, dtype=dtype, device=device)
+    slope = torch.tensor(slope, dtype=dtype, device=device)  # (J, 1, 2)
+    spread[:, 0, :, 0] = slope[:, :, 0]
+    spread[:, 1, :, 1] = slope[:, :, 1]
+    return base.reshape(J, 1, -1), spread.reshape(J, 2, -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_areas(scales: int, scale_factor: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``1 / scale_factor**(2j)`` as Tensor[J, 1, 1, 1], to turn cell sums into means."""
+    return torch.tensor([scale_factor ** (-2 * j) for j in range(scales)], dtype=dtype, device=device).view(-1, 1, 1, 1)
 
 
 def glimpse(
-    images: Tensor, loc: Tensor, size: int, scales: int, scale_factor: float = 2.0
+    images: Tensor,
+    loc: Tensor,
+    size: int,
+    scales: int,
+    scale_factor: float = 2.0,
+    source: GlimpseSource | None = None,
 ) -> Tensor:
     """Extract a multi-resolution glimpse ("retina") around ``loc``.
 
@@ -75,36 +213,45 @@ def glimpse(
         scales (int): number of patches.
         scale_factor (float): patch ``j`` covers a square of side ``size * scale_factor**j``
             pixels centred on ``loc``.
+        source (GlimpseSource, optional): ``prepare_glimpses(images, scales, scale_factor)``,
+            for callers that take several glimpses of the same images (made here when None).
 
     Returns:
-        Tensor[B, scales, C, size, size]: patch ``j`` is the square brought to ``size x size``
-        by area averaging (each output pixel is the mean of the image over its sub-square).
-        Outside the image counts as zero. When a square falls on pixel boundaries, patch 0
-        equals the plain slice of the image and patch ``j`` equals the slice average-pooled by
-        ``scale_factor**j``.
+        Tensor[B, scales, C, size, size] (dtype of ``images``): patch ``j`` is the square brought
+        to ``size x size`` by area averaging (each output pixel is the mean of the image over
+        its sub-square). Outside the image counts as zero. When a square falls on pixel
+        boundaries, patch 0 equals the plain slice of the image and patch ``j`` equals the
+        slice average-pooled by ``scale_factor**j``.
 
     Differentiable with respect to ``images`` and ``loc`` (autograd, no custom backward).
     """
     check_glimpse_args(size, scales, scale_factor)
-    if images.dim() != 4:
-        raise ValueError(f"images must be Tensor[B, C, H, W], got shape {tuple(images.shape)}")
+    _check_images(images)
     B, C, H, W = images.shape
     if loc.shape != (B, 2):
         raise ValueError(f"loc must be Tensor[B, 2] = (x, y) with B={B}, got {tuple(loc.shape)}")
-    dtype, device = images.dtype, images.device
-    loc = loc.to(dtype)
+    if source is None:
+        source = prepare_glimpses(images, scales, scale_factor)
+    elif (source.scales, source.scale_factor, source.image_shape) != (scales, float(scale_factor), (B, C, H, W)):
+        raise ValueError(
+            f"source was prepared for scales={source.scales}, scale_factor={source.scale_factor}, "
+            f"images {source.image_shape}; this glimpse has scales={scales}, "
+            f"scale_factor={scale_factor}, images {(B, C, H, W)}: call "
+            f"prepare_glimpses(images, scales, scale_factor) with the same values"
+        )
     J = scales
-
-    cell = scale_factor ** torch.arange(J, device=device, dtype=dtype)  # (J,) cell side, px
-    extent = torch.tensor([W, H], device=device, dtype=dtype)
-    centre = (loc + 1.0) * 0.5 * extent  # (B, 2) pixels, (x, y)
-    start = centre[:, :, None] - 0.5 * size * cell  # (B, 2, J) left/top edge of each square
-
-    n = max(H, W)
-    w = area_weights(start, cell, size, n)  # (B, 2, J, size, n)
-    wx, wy = w[:, 0, ..., :W], w[:, 1, ..., :H]  # (B, J, size, W), (B, J, size, H)
-
-    rows = torch.matmul(wy.reshape(B, 1, J * size, H), images)  # (B, C, J*size, W)
-    rows = rows.view(B, C, J, size, W).transpose(1, 2).reshape(B * J, C * size, W)
-    out = torch.bmm(rows, wx.reshape(B * J, size, W).transpose(1, 2))  # (B*J, C*size, size)
-    return out.view(B, J, C, size, size)
+    table = source.tensors[0]
+    M = size if source.method == "box" else size + 1
+    base, spread = _grid_terms(source.method, size, J, float(scale_factor), H, W, table.dtype, table.device)
+    grid = torch.baddbmm(base, loc.to(table.dtype).expand(J, B, 2), spread).view(J, B, M, M, 2)
+    if source.method == "box":  # scale j samples plane j: J calls of B * size**2 points
+        out = [F.grid_sample(plane, grid[j], mode="bilinear", padding_mode="zeros", align_corners=False)
+               for j, plane in enumerate(source.tensors)]
+        out = torch.stack(out, dim=1) if J > 1 else out[0][:, None]  # (B, J, C, size, size)
+        return (out * _inverse_areas(J, float(scale_factor), table.dtype, table.device)).to(images.dtype)
+    # integral: the corners of all scales in one call, border = the table's constant continuation
+    s = F.grid_sample(table, grid.transpose(0, 1).reshape(B, J * M, M, 2), mode="bilinear",
+                      padding_mode="border", align_corners=True)
+    cells = s.view(B, C, J, M, M).diff(dim=-1).diff(dim=-2)  # (B, C, J, size, size) sums
+    out = cells.transpose(1, 2) * _inverse_areas(J, float(scale_factor), table.dtype, table.device)
+    return out.to(images.dtype)
