@@ -6,6 +6,13 @@ canvas among distractor patches cut from other digits (the same generator as the
 surrounded by clutter; a zoom on it pays off. Validation and test batches also carry the
 object's true box, so the APN's localisation can be scored (``val/apn_iou_scale{s}``).
 No download; the split and the val/test canvases are fixed (see ``ClutteredDigitsDataModule``).
+
+``texture="stripes"`` makes it fine-grained: every digit (object and distractor sources) is
+striped with period 2 px, horizontally or vertically, and the orientation is part of the class
+(20 classes: ``digit + 10 * orientation``). An area-averaged view at half resolution (what scale
+1 sees with ``input_sizes[0] = canvas_size / 2``) turns both stripings into the same flat half
+intensity, so scale 1 can read the digit but hardly the orientation; a crop cut from the
+full-resolution canvas and amplified (scale 2) shows the stripes.
 """
 
 from __future__ import annotations
@@ -46,12 +53,33 @@ class RGBWithBox(Dataset):
         return image, label, box
 
 
+TEXTURES = ("none", "stripes")
+TEXTURE_SEEDS = {"train": 11, "val": 12, "test": 13}  # orientation of each source digit, fixed
+
+
+def stripe(images: Tensor, vertical: Tensor) -> Tensor:
+    """Stripe digits with period 2 px: rows (or columns) 1, 3, 5, ... set to zero.
+
+    Args:
+        images (Tensor[N, h, w]): digits in [0, 1].
+        vertical (Tensor[N] bool): stripe columns instead of rows.
+
+    Returns:
+        Tensor[N, h, w]: the striped digits.
+    """
+    h, w = images.shape[-2:]
+    rows = (torch.arange(h) % 2 == 0).to(images.dtype)[:, None].expand(h, w)
+    cols = (torch.arange(w) % 2 == 0).to(images.dtype)[None, :].expand(h, w)
+    return images * torch.where(vertical[:, None, None], cols, rows)
+
+
 class LocalizedDigitsDataModule(ClutteredDigitsDataModule):
     """The RA-CNN proxy: defaults give 32x32 digits (8x8 upscaled x4) on a 96x96 canvas with
     6 distractors of 12x12, i.e. the object is 1/3 of the canvas side, exactly the smallest box
     the paper's APN bound (1/3 of the previous extent) allows. Arguments as in
-    ``ClutteredDigitsDataModule``; ``num_channels`` is 3 (grey repeated), and files to predict on
-    are read as grey too, then repeated to 3 channels.
+    ``ClutteredDigitsDataModule``, plus ``texture``: ``"none"`` (10 classes) or ``"stripes"``
+    (20 classes, see the module docstring). ``num_channels`` is 3 (grey repeated), and files to
+    predict on are read as grey too, then repeated to 3 channels.
     """
 
     def __init__(
@@ -67,9 +95,23 @@ class LocalizedDigitsDataModule(ClutteredDigitsDataModule):
         test_size: int = 300,
         seed: int = 0,
         predict_paths: list[str] | None = None,
+        texture: str = "none",
     ) -> None:
+        if texture not in TEXTURES:
+            raise ValueError(f"texture={texture!r} must be one of {TEXTURES}")
         super().__init__(data_dir, batch_size, num_workers, upscale, canvas_size, num_distractors,
                          distractor_size, val_size, test_size, seed, predict_paths)
+        self.texture = texture
+
+    @property
+    def num_classes(self) -> int:
+        return 20 if self.texture == "stripes" else 10
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.texture == "stripes":  # digit and the stripes' direction
+            return [f"{k % 10}{'-' if k < 10 else '|'}" for k in range(20)]
+        return super().class_names
 
     @property
     def num_channels(self) -> int:
@@ -84,6 +126,11 @@ class LocalizedDigitsDataModule(ClutteredDigitsDataModule):
         if self.setup_predict(stage) or isinstance(self.train_set, RGBWithBox):
             return
         super().setup(stage)
-        self.train_set, self.val_set, self.test_set = (
-            RGBWithBox(d) for d in (self.train_set, self.val_set, self.test_set)
-        )
+        splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if self.texture == "stripes":
+            for split, data in splits.items():
+                g = torch.Generator().manual_seed(TEXTURE_SEEDS[split])
+                vertical = torch.rand(len(data.labels), generator=g) < 0.5
+                data.images = stripe(data.images, vertical).contiguous()
+                data.labels = data.labels + 10 * vertical.long()
+        self.train_set, self.val_set, self.test_set = (RGBWithBox(d) for d in splits.values())

@@ -755,3 +755,29 @@ def test_digits_fit_one_batch():
 
     seen = fit_one_batch(ClutteredDigitsDataModule(batch_size=4), 40 * 40, 10)
     assert seen == [(4, 1, 40, 40), (4, 1, 40, 40)]
+
+
+def test_localized_digits_stripes_are_fine_grained():
+    """texture="stripes": 20 classes (digit + 10 * orientation); at full resolution the two
+    orientations differ, in the 2x area view they are the same flat half intensity."""
+    import torch.nn.functional as F
+
+    from datamodules.localized_digits import stripe
+
+    dm = LocalizedDigitsDataModule(upscale=2, canvas_size=32, num_distractors=2, distractor_size=4,
+                                   texture="stripes")
+    assert dm.num_classes == 20 and dm.class_names[3] == "3-" and dm.class_names[13] == "3|"
+    dm.setup("fit")
+    labels = torch.tensor([int(dm.val_set[i][1]) for i in range(len(dm.val_set))])
+    assert labels.min() >= 0 and labels.max() < 20 and 0.3 < (labels >= 10).float().mean() < 0.7
+    again = LocalizedDigitsDataModule(upscale=2, canvas_size=32, num_distractors=2, distractor_size=4,
+                                      texture="stripes")
+    again.setup("fit")
+    torch.testing.assert_close(again.val_set[5][0], dm.val_set[5][0])  # fixed canvases and stripes
+    assert int(again.val_set[5][1]) == int(dm.val_set[5][1])
+    flat = torch.ones(2, 8, 8)
+    h, v = stripe(flat, torch.tensor([False, True]))
+    assert h[1].sum() == 0 and h[0].sum() == 8 and v[:, 1].sum() == 0 and v[:, 0].sum() == 8
+    torch.testing.assert_close(F.avg_pool2d(h[None], 2), F.avg_pool2d(v[None], 2))  # same view
+    with pytest.raises(ValueError, match="texture"):
+        LocalizedDigitsDataModule(texture="dots")

@@ -7,6 +7,7 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RACNNLitModule
@@ -325,3 +326,28 @@ def test_cosine_lr_decay_reaches_zero_at_the_end(tmp_path):
     assert seen[0] == pytest.approx(0.2)
     assert seen[1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi / 4)))
     assert seen == sorted(seen, reverse=True)
+
+
+def test_larger_images_scale1_sees_an_area_view_and_scale2_is_cut_from_full_resolution():
+    """input_sizes[0] < image side: scale 1 reads the images area-averaged to its size, the
+    APN's box is scaled to the images' pixels and scale 2 is cut from the full-resolution images
+    (fine detail that the view averages away reaches scale 2)."""
+    from raccn.lit import RACNNLitModule
+    from raccn.ops import zoom
+
+    torch.manual_seed(0)
+    net = RACNN(5, backbone="resnet18", weights=None, num_scales=2, input_sizes=[32, 48]).eval()
+    images = torch.zeros(2, 3, 64, 64)
+    images[:, :, ::2] = 1.0  # stripes of period 2 px: a flat 0.5 in the 2x area view
+    with torch.no_grad():
+        out = net(images)
+        torch.testing.assert_close(out.inputs[0], F.avg_pool2d(images, 2))
+        assert out.inputs[0].std() < 1e-6 and out.view_scale == 2.0
+        box = out.boxes[0]
+        torch.testing.assert_close(out.inputs[1], zoom(images, box * 2.0, 48, k=net.k))
+        assert out.inputs[1].std() > 0.2  # the stripes survive in the crop
+    module = RACNNLitModule(num_classes=5, backbone="resnet18", weights=None, num_scales=2, input_sizes=[32, 48])
+    (image_box,) = module.image_boxes(out)
+    torch.testing.assert_close(image_box, box * 2.0)  # in the images' pixels
+    with pytest.raises(ValueError, match="input_sizes\\[0\\]"):
+        net(torch.zeros(1, 3, 16, 16))

@@ -325,10 +325,11 @@ class RACNNLitModule(pl.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------
     def image_boxes(self, out: RACNNOutput) -> list[Tensor]:
-        """Boxes that make scales 2..N's inputs, in scale-1 image pixels (Tensor[B, 3] each)."""
+        """Boxes that make scales 2..N's inputs, in pixels of the images given to the model
+        (Tensor[B, 3] each; scale 1's input pixels times ``out.view_scale``)."""
         boxes, outer = [], None
         for s, box in enumerate(out.boxes):
-            outer = box if outer is None else compose_squares(outer, box, out.inputs[s].shape[-1])
+            outer = box * out.view_scale if outer is None else compose_squares(outer, box, out.inputs[s].shape[-1])
             boxes.append(outer)
         return boxes
 

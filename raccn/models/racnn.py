@@ -30,9 +30,11 @@ class RACNNOutput(NamedTuple):
     logits: list[Tensor]  #: per scale, Tensor[B, K]
     fused_logits: Tensor  #: Tensor[B, K] (log-probabilities for ``fusion="softmax"``)
     boxes: list[Tensor]  #: per APN (N-1), Tensor[B, 3] (tx, ty, tl) in pixels of that scale's input
-    inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is the image
+    inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is scale 1's view of the image
     features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]
     apn_features: list[Tensor]  #: per APN (N-1), the map it reads (``features[s]`` for "last")
+    #: image pixels per pixel of scale 1's input (``S / input_sizes[0]``; 1 when they match)
+    view_scale: float = 1.0
 
 
 class RACNN(nn.Module):
@@ -44,9 +46,12 @@ class RACNN(nn.Module):
             no APN); one name with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
         num_scales: N >= 2 (paper: 3).
-        input_sizes: side of each scale's input; scale 1 takes the images as they come (their
-            size should be ``input_sizes[0]``), crops are amplified to ``input_sizes[s]``.
-            Paper: [448, 224, 224].
+        input_sizes: side of each scale's input; crops are amplified to ``input_sizes[s]``.
+            Paper: [448, 224, 224]. Images of side ``S = input_sizes[0]`` go to scale 1 as they
+            are (the paper). Larger images are scale 1's input area-averaged to
+            ``input_sizes[0]``, and scale 2's crop is cut from the images at their own
+            resolution (the APN's box scaled by ``S / input_sizes[0]``): zooming then reads
+            detail that scale 1's view has averaged away.
         shared_trunk: one trunk for all scales instead of one per scale (paper: separate).
         apn_hidden, apn_pool, min_side_fraction: see ``AttentionProposalNetwork``.
         k: steepness of the boxcar mask (paper: 10).
@@ -144,7 +149,13 @@ class RACNN(nn.Module):
         """
         if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
             raise ValueError(f"images must be square Tensor[B, C, S, S], got {tuple(images.shape)}")
-        x = images
+        S, L = images.shape[-1], self.input_sizes[0]
+        if S < L:
+            raise ValueError(
+                f"images are {S}x{S} but scale 1's input is {L}x{L} (input_sizes[0]): give images "
+                f"of at least that size, or set input_sizes[0] <= {S}"
+            )
+        x = images if S == L else F.interpolate(images, size=(L, L), mode="area")
         logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
         for s in range(self.num_scales):
             f_apn, f = self.run_trunk(s, x)
@@ -159,10 +170,13 @@ class RACNN(nn.Module):
                 crop = box.detach() if detach_boxes else box
                 if crop_boxes is not None:
                     crop = crop_boxes(s, crop, x.shape[-1])
-                x = zoom(x, crop, self.input_sizes[s + 1], k=self.k, grid_grad=self.grid_grad)
+                source = x
+                if s == 0 and S != L:  # cut scale 2 from the full-resolution images
+                    source, crop = images, crop * (S / L)
+                x = zoom(source, crop, self.input_sizes[s + 1], k=self.k, grid_grad=self.grid_grad)
                 inputs.append(x)
         if self.fuse is not None:
             fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))
         else:
             fused = torch.stack([z.softmax(-1) for z in logits]).mean(0).log()
-        return RACNNOutput(logits, fused, boxes, inputs, features, apn_features)
+        return RACNNOutput(logits, fused, boxes, inputs, features, apn_features, S / L)
