@@ -50,9 +50,9 @@ import time
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from datamodules.synthetic import CanvasBatch, collate_canvases
+from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 
 from raccn.lit import RAMLitModule
 from raccn.losses import ram_loss
@@ -144,24 +144,6 @@ def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tens
     return step
 
 
-class InMemoryBatches(Dataset):
-    """Images and labels held in memory, read a batch at a time (``__getitems__``) as the
-    package's data modules read theirs (``datamodules.synthetic.CanvasBatch``)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.images[i], self.labels[i]
-
-    def __getitems__(self, indices: list[int]) -> CanvasBatch:
-        idx = torch.as_tensor(indices)
-        return CanvasBatch(self.images[idx], self.labels[idx])
-
-
 class _StepTimer(pl.Callback):
     """Wall time from the start of batch ``skip`` to the end of the last batch."""
 
@@ -180,7 +162,8 @@ class _StepTimer(pl.Callback):
 def lightning_seconds_per_step(args, images: torch.Tensor, target: torch.Tensor) -> float:
     module = build(args)
     n = args.steps + 3
-    data = InMemoryBatches(images.repeat(n, 1, 1, 1), target.repeat(n))
+    # the plain-MNIST path of the data modules: canvas = image, read a batch at a time
+    data = TranslatedClutteredDataset(images[:, 0].repeat(n, 1, 1), target.repeat(n), canvas_size=args.image)
     loader = DataLoader(data, batch_size=args.batch, shuffle=False, num_workers=0, collate_fn=collate_canvases)
     timer = _StepTimer(skip=3)
     trainer = pl.Trainer(

@@ -137,7 +137,7 @@ class RAMLitModule(pl.LightningModule):
         fn = self.__dict__.get("_compiled_loss")
         if fn is None:
             fn = self.__dict__["_compiled_loss"] = torch.compile(self.training_loss)
-        if fn is self.training_loss:
+        if fn == self.training_loss:  # compiling failed before: eager
             return fn(images, target)
         try:
             return fn(images, target)
@@ -159,7 +159,7 @@ class RAMLitModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, target = batch
-        if self.hparams.get("compile", False):
+        if self.hparams.compile:
             parts = self._compiled_training_loss(images, target)
         else:
             parts = self.training_loss(images, target)
