@@ -48,7 +48,8 @@ def test_forward_shapes(B, fusion):
     assert [b.shape for b in out.boxes] == [(B, 3)] * 2
 
 
-@pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "resnet18_os16", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "resnet18_os16", "mobilenet_v3_small",
+                                  "mobilenet_v3_small_os16", "small_vgg_bn"])
 def test_backbone_taps_give_the_map_at_their_stride(name):
     trunk = build_trunk(name)
     x = torch.rand(1, 3, 64, 64)
@@ -233,6 +234,10 @@ def test_weights_from_the_hub_cache_and_clear_error(tmp_path, monkeypatch):
     assert os.path.exists(cache / "resnet18-f37072fd.pth")
     with pytest.raises(ValueError, match="has no weights"):
         build_trunk("resnet18", "IMAGENET9K")
+    with pytest.raises(ValueError, match="'small_vgg_bn' has no pretrained weights.*weights: null"):
+        build_trunk("small_vgg_bn", "DEFAULT")
+    with pytest.raises(ValueError, match="unknown backbone 'vgg7'.*small_vgg_bn"):
+        build_trunk("vgg7")
 
 
 def test_rank_phase_leaves_batchnorm_statistics_alone():
@@ -351,3 +356,18 @@ def test_larger_images_scale1_sees_an_area_view_and_scale2_is_cut_from_full_reso
     torch.testing.assert_close(image_box, box * 2.0)  # in the images' pixels
     with pytest.raises(ValueError, match="input_sizes\\[0\\]"):
         net(torch.zeros(1, 3, 16, 16))
+
+
+def test_small_vgg_bn_is_small_and_its_maps_sit_at_their_strides():
+    trunk = build_trunk("small_vgg_bn")
+    assert sum(p.numel() for p in trunk.features.parameters()) == 1_173_216
+    assert trunk.features(torch.rand(2, 3, 72, 72)).shape == (2, 256, 5, 5)  # ceil pools: 36, 18, 9, 5
+    assert trunk.features[: trunk.taps[8][0]](torch.rand(2, 3, 72, 72)).shape == (2, 128, 9, 9)
+
+
+def test_dilated_mobilenet_keeps_the_weights_layout_of_the_plain_one():
+    plain, dilated = build_trunk("mobilenet_v3_small"), build_trunk("mobilenet_v3_small_os16")
+    dilated.features.load_state_dict(plain.features.state_dict())  # ImageNet weights fit both
+    x = torch.rand(1, 3, 64, 64)
+    assert plain.features(x).shape[-1] == 2 and dilated.features(x).shape[-1] == 4
+    torch.testing.assert_close(dilated.features[:4](x), plain.features[:4](x))  # same up to stride 8

@@ -1,6 +1,7 @@
 """CNN trunks for RA-CNN, chosen by name from config (one registry, no ``if`` chains).
 
-Each entry builds a torchvision classifier and keeps its convolutional part: the trunk maps
+Each entry builds a torchvision classifier and keeps its convolutional part (``small_vgg_bn``, for
+CPU runs from scratch, is our own and has no pretrained weights): the trunk maps
 ``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``. ``taps`` maps
 a stride r to ``(n, C_r)``: the first n modules of the trunk produce its last map at stride r,
 ``Tensor[B, C_r, H/r, W/r]`` (for an APN that should localise more finely than the last map
@@ -13,6 +14,8 @@ allows).
 | ``resnet18`` | conv1 .. layer4 | 512 | 32 | layer3 (256) | layer2 (128) |
 | ``resnet18_os16`` | the same with layer4 at stride 1 (output stride 16: a finer map for the APN) | 512 | 16 | the last (512) | layer2 (128) |
 | ``mobilenet_v3_small`` | ``features`` | 576 | 32 | ``features[:9]`` (48) | ``features[:4]`` (24) |
+| ``mobilenet_v3_small_os16`` | the same with the last stage dilated (torchvision's ``dilated=True``; output stride 16, same weights) | 576 | 16 | the last (576) | ``features[:4]`` (24) |
+| ``small_vgg_bn`` | 4 blocks of two 3×3 conv + BN + ReLU, widths 32, 64, 128, 256, the first conv at stride 2, 2×2 max-pools (ceil) between blocks; ≈ 1.2 M parameters, ≈ 1/5 of ``resnet18_os16``'s time | 256 | 16 | the last (256) | block 3 (128) |
 
 ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or ``None``
 (random initialisation). Weights are read from the torch hub cache
@@ -72,22 +75,55 @@ def _mobilenet(model: nn.Module) -> Trunk:
     return Trunk(model.features, 576, 32, {32: (len(model.features), 576), 16: (9, 48), 8: (4, 24)})
 
 
+def _mobilenet_os16(model: nn.Module) -> Trunk:
+    """MobileNetV3 built with ``dilated=True``: its last stage keeps stride 16."""
+    return Trunk(model.features, 576, 16, {16: (len(model.features), 576), 8: (4, 24)})
+
+
 BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {
     "vgg19": _vgg,
     "resnet50": _resnet(2048),
     "resnet18": _resnet(512),
     "resnet18_os16": _resnet_os16(512),
     "mobilenet_v3_small": _mobilenet,
+    "mobilenet_v3_small_os16": _mobilenet_os16,
 }
 
 
-# registry names that are variants of a torchvision architecture (same weights)
-TORCHVISION_NAME = {"resnet18_os16": "resnet18"}
+SMALL_VGG_WIDTHS = (32, 64, 128, 256)
+
+
+def small_vgg_bn() -> Trunk:
+    """The ``small_vgg_bn`` trunk (see the table above), randomly initialised."""
+    layers: list[nn.Module] = []
+    c_in, taps = 3, {}
+    for i, c in enumerate(SMALL_VGG_WIDTHS):
+        if i:
+            taps[2 ** i] = (len(layers), c_in)  # the map before this pool is at stride 2^i
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        for j in range(2):
+            stride = 2 if i == j == 0 else 1
+            layers += [nn.Conv2d(c_in, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+    stride = 2 ** len(SMALL_VGG_WIDTHS)
+    taps[stride] = (len(layers), c_in)
+    return Trunk(nn.Sequential(*layers), c_in, stride, {r: taps[r] for r in (16, 8)})
+
+
+OWN_BACKBONES: dict[str, Callable[[], Trunk]] = {"small_vgg_bn": small_vgg_bn}
+
+
+# registry names that are variants of a torchvision architecture (same weights): name -> (arch,
+# keyword arguments of torchvision's builder)
+TORCHVISION_NAME = {
+    "resnet18_os16": ("resnet18", {}),
+    "mobilenet_v3_small_os16": ("mobilenet_v3_small", {"dilated": True}),
+}
 
 
 def check_backbone(name: str) -> None:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}: choose one of {sorted(BACKBONES)}")
+    if name not in BACKBONES and name not in OWN_BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: choose one of {sorted([*BACKBONES, *OWN_BACKBONES])}")
 
 
 def _load_weights(name: str, weights: str) -> dict:
@@ -115,8 +151,13 @@ def _load_weights(name: str, weights: str) -> dict:
 def build_trunk(name: str, weights: str | None = None) -> Trunk:
     """Build the convolutional trunk ``name`` (see the table above) with optional weights."""
     check_backbone(name)
-    arch = TORCHVISION_NAME.get(name, name)
-    model = get_model(arch, weights=None)
+    if name in OWN_BACKBONES:
+        if weights is not None:
+            raise ValueError(f"backbone {name!r} has no pretrained weights: set model.init_args.weights: "
+                             f"null, or pick a torchvision backbone ({sorted(BACKBONES)}) for {weights!r}")
+        return OWN_BACKBONES[name]()
+    arch, kwargs = TORCHVISION_NAME.get(name, (name, {}))
+    model = get_model(arch, weights=None, **kwargs)
     if weights is not None:
         model.load_state_dict(_load_weights(arch, weights))
     return BACKBONES[name](model)

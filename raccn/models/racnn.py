@@ -41,7 +41,7 @@ class RACNN(nn.Module):
     """Args:
         num_classes: K.
         backbone: trunk name (``raccn.models.backbones.BACKBONES``: vgg19, resnet50, resnet18,
-            resnet18_os16, mobilenet_v3_small), or one name per scale (e.g. a stride-16 trunk
+            resnet18_os16, mobilenet_v3_small, mobilenet_v3_small_os16), or one name per scale (e.g. a stride-16 trunk
             where an APN reads the map and a cheaper stride-32 one at the last scale, which has
             no APN); one name with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
