@@ -42,10 +42,11 @@ class RaccnCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def _best_checkpoint(self) -> str | None:
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
-                return cb.best_model_path
-        return None
+        """The best checkpoint of the first ``ModelCheckpoint`` that monitors a metric (else of
+        any, e.g. the one that keeps ``last.ckpt``); None when nothing was saved."""
+        found = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path]
+        found.sort(key=lambda cb: cb.monitor is None)  # stable: config order among equals
+        return found[0].best_model_path if found else None
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):

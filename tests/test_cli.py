@@ -92,6 +92,33 @@ def test_quickstart_short_run_end_to_end(tmp_path):
     assert "test/acc_glimpse4" in r2.stdout + r2.stderr
 
 
+@pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))),
+                         ids=os.path.basename)
+def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
+    import yaml
+    callbacks = yaml.safe_load(open(config))["trainer"]["callbacks"]
+    ckpts = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    assert [c.get("monitor") is not None for c in ckpts] == [True, False]
+    assert ckpts[1]["filename"] == "last" and not any(c.get("save_last") for c in ckpts)
+
+
+def test_last_ckpt_holds_the_last_epoch_when_the_best_is_earlier(tmp_path, monkeypatch):
+    """Lightning >= 2.6 writes save_last's last.ckpt only when the monitored best improves; with
+    lr = 0 it never does after epoch 0, and last.ckpt must still be epoch 2's."""
+    import torch
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cli = main(["fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                "--model.init_args.optimizer.init_args.lr=0", "--trainer.max_epochs=3",
+                "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
+                "--trainer.logger=false", "--test_after_fit=true"])
+    folder = tmp_path / "runs" / "ram_quickstart" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=00.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert os.path.abspath(cli._best_checkpoint()) == str(folder / "best-epoch=00.ckpt")  # tested after fit
+
+
 # -- RA-CNN configs on fixture folders in the real layouts ----------------------------------
 from finegrained_fixtures import write_cars, write_cub, write_dogs
 
