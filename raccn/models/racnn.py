@@ -40,10 +40,10 @@ class RACNNOutput(NamedTuple):
 class RACNN(nn.Module):
     """Args:
         num_classes: K.
-        backbone: trunk name (``raccn.models.backbones.BACKBONES``: vgg19, resnet50, resnet18,
-            resnet18_os16, mobilenet_v3_small, mobilenet_v3_small_os16), or one name per scale (e.g. a stride-16 trunk
-            where an APN reads the map and a cheaper stride-32 one at the last scale, which has
-            no APN); one name with ``shared_trunk``.
+        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet50, resnet18,
+            resnet18_os16, mobilenet_v3_small, mobilenet_v3_small_os16, small_vgg_bn), or one
+            name per scale (e.g. a stride-16 trunk where an APN reads the map and a cheaper
+            stride-32 one at the last scale, which has no APN); one name with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
         num_scales: N >= 2 (paper: 3).
         input_sizes: side of each scale's input; crops are amplified to ``input_sizes[s]``.
