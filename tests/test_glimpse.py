@@ -1,5 +1,7 @@
 """raccn.ops.glimpse against slow, obviously-correct references; gradients by gradcheck."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +184,33 @@ def test_source_must_match_the_glimpse():
         glimpse(images, torch.zeros(2, 2), 4, 3, 2.0, source)  # scales differ
     with pytest.raises(ValueError, match="prepare_glimpses"):
         glimpse(torch.rand(3, 1, 8, 8), torch.zeros(3, 2), 4, 2, 2.0, source)  # other images
+
+
+
+def test_prepare_glimpses_runs_eagerly_under_compile(monkeypatch):
+    """Inside ``torch.compile`` the per-batch planes are made eagerly at every call, not traced
+    into the graph: inductor would fuse the box sums into every glimpse's sampling kernel and
+    recompute them at each sampled point. The compiled glimpses still equal the eager ones."""
+    glimpse_module = importlib.import_module("raccn.ops.glimpse")  # (raccn.ops.glimpse is the function)
+
+    calls = []
+
+    def counting_box_planes(images, cells):
+        calls.append(torch.compiler.is_compiling())  # True while dynamo traces it
+        return box_planes(images, cells)
+
+    box_planes = glimpse_module.box_planes
+    monkeypatch.setattr(glimpse_module, "box_planes", counting_box_planes)
+    torch.manual_seed(0)
+    images, loc = torch.rand(4, 1, 20, 20), torch.rand(4, 2) * 2 - 1
+
+    def two_glimpses(images, loc):
+        source = prepare_glimpses(images, 3, 2.0)
+        return glimpse(images, loc, 4, 3, 2.0, source) + glimpse(images, -loc, 4, 3, 2.0, source)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(two_glimpses, backend="eager")
+    for _ in range(3):
+        out = compiled(images, loc)
+    assert calls == [False, False, False]  # run eagerly at each call, never traced
+    torch.testing.assert_close(out, two_glimpses(images, loc))

@@ -126,8 +126,14 @@ class GlimpseSource(NamedTuple):
     image_shape: tuple[int, int, int, int]  #: (B, C, H, W) of the images it was made from
 
 
+@torch.compiler.disable
 def prepare_glimpses(images: Tensor, scales: int, scale_factor: float = 2.0) -> GlimpseSource:
     """The per-batch part of ``glimpse``, to share between glimpses of the same images.
+
+    It always runs eagerly, also inside ``torch.compile`` (a graph break before the glimpses):
+    compiled, inductor fuses the box sums (shifted adds) into each glimpse's sampling kernel and
+    recomputes them at every sampled point of every glimpse, which made a compiled 60x60 RAM
+    step ~10 % slower than with the planes computed once (docs/RESULTS.md).
 
     Args:
         images (Tensor[B, C, H, W]): images.
@@ -242,16 +248,21 @@ def glimpse(
     J = scales
     table = source.tensors[0]
     M = size if source.method == "box" else size + 1
-    base, spread = _grid_terms(source.method, size, J, float(scale_factor), H, W, table.dtype, table.device)
+    # constants of (size, scales, image size): cached eagerly; traced once under torch.compile
+    # (where dynamo would warn about, and bypass, the lru_cache anyway)
+    tracing = torch.compiler.is_compiling()
+    grid_terms = _grid_terms.__wrapped__ if tracing else _grid_terms
+    inverse_areas = _inverse_areas.__wrapped__ if tracing else _inverse_areas
+    base, spread = grid_terms(source.method, size, J, float(scale_factor), H, W, table.dtype, table.device)
     grid = torch.baddbmm(base, loc.to(table.dtype).expand(J, B, 2), spread).view(J, B, M, M, 2)
     if source.method == "box":  # scale j samples plane j: J calls of B * size**2 points
         out = [F.grid_sample(plane, grid[j], mode="bilinear", padding_mode="zeros", align_corners=False)
                for j, plane in enumerate(source.tensors)]
         out = torch.stack(out, dim=1) if J > 1 else out[0][:, None]  # (B, J, C, size, size)
-        return (out * _inverse_areas(J, float(scale_factor), table.dtype, table.device)).to(images.dtype)
+        return (out * inverse_areas(J, float(scale_factor), table.dtype, table.device)).to(images.dtype)
     # integral: the corners of all scales in one call, border = the table's constant continuation
     s = F.grid_sample(table, grid.transpose(0, 1).reshape(B, J * M, M, 2), mode="bilinear",
                       padding_mode="border", align_corners=True)
     cells = s.view(B, C, J, M, M).diff(dim=-1).diff(dim=-2)  # (B, C, J, size, size) sums
-    out = cells.transpose(1, 2) * _inverse_areas(J, float(scale_factor), table.dtype, table.device)
+    out = cells.transpose(1, 2) * inverse_areas(J, float(scale_factor), table.dtype, table.device)
     return out.to(images.dtype)
