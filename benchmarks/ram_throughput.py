@@ -129,14 +129,17 @@ def timed(fn, steps: int) -> float:
 def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tensor, compile: bool = False):
     opt = fused_adam(module.parameters())
 
-    def loss_fn(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out = module.net(images)
+    def loss_fn(images: torch.Tensor, target: torch.Tensor, source=None) -> torch.Tensor:
+        out = module.net(images, source=source)
         return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines).loss
 
-    loss_fn = torch.compile(loss_fn) if compile else loss_fn
+    compiled = torch.compile(loss_fn) if compile else None
 
     def step() -> None:
-        loss = loss_fn(images, target)
+        if compiled is not None:  # as RAMLitModule(compile=True): the glimpse planes eagerly, passed in
+            loss = compiled(images, target, module.net.glimpse_net.prepare(images))
+        else:
+            loss = loss_fn(images, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -145,6 +145,26 @@ def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     assert result["test/acc"] > 0.9
 
 
+def test_compiled_training_loss_is_one_graph(monkeypatch):
+    """The forward and the hybrid loss compile into a single graph: the glimpse planes (which
+    run eagerly) are made before it and passed in, so nothing breaks it in the middle."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=counting_backend))
+    torch._dynamo.reset()
+    model = RAMLitModule(num_classes=4, glimpses=3, patch_size=4, scales=2, compile=True)
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 4, (8,))
+    parts = model._compiled_training_loss(x, y)
+    parts.loss.backward()
+    assert len(graphs) == 1
+    assert all(p.grad is not None for n, p in model.net.named_parameters() if not n.startswith("locator"))
+
+
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     def broken_compile(fn, **kwargs):
         def call(*args):

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.losses import RAMLoss, ram_loss
 from raccn.models import RAMOutput, RecurrentAttentionModel
+from raccn.ops.glimpse import GlimpseSource
 
 
 class RAMLitModule(pl.LightningModule):
@@ -122,13 +123,15 @@ class RAMLitModule(pl.LightningModule):
         probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
         return probs, out
 
-    def training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
+    def training_loss(self, images: Tensor, target: Tensor, source: GlimpseSource | None = None) -> RAMLoss:
         """Forward pass and hybrid loss of one training batch (what ``compile`` compiles).
 
         Args:
             images (Tensor[B, C, H, W]), target (Tensor[B]) class indices.
+            source (GlimpseSource, optional): the glimpse planes of ``images``
+                (``self.net.glimpse_net.prepare(images)``); made by the forward when None.
         """
-        out = self.net(images)
+        out = self.net(images, source=source)
         return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines, self.hparams.reinforce_weight)
 
     def _compiled_training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
@@ -139,8 +142,11 @@ class RAMLitModule(pl.LightningModule):
             fn = self.__dict__["_compiled_loss"] = torch.compile(self.training_loss)
         if fn == self.training_loss:  # compiling failed before: eager
             return fn(images, target)
+        # The glimpse planes are made eagerly and passed in, so the forward and the loss compile
+        # into one graph (made inside, they would break it: raccn.ops.prepare_glimpses).
+        source = self.net.glimpse_net.prepare(images)
         try:
-            return fn(images, target)
+            return fn(images, target, source)
         except Exception as err:  # a missing C++ compiler, an unsupported op, ...
             rank_zero_warn(
                 f"model.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "

@@ -22,6 +22,7 @@ from raccn.models.baseline_network import BaselineNetwork
 from raccn.models.core_network import CoreNetwork
 from raccn.models.glimpse_network import GlimpseNetwork
 from raccn.models.location_network import LocationNetwork
+from raccn.ops.glimpse import GlimpseSource
 
 INIT_LOCS = ("random", "center")
 INITS = ("torch", "relu")
@@ -117,17 +118,21 @@ class RecurrentAttentionModel(nn.Module):
             return images.new_zeros(B, 2)
         return torch.rand(B, 2, device=images.device, dtype=images.dtype) * 2.0 - 1.0
 
-    def forward(self, images: Tensor, deterministic: bool = False) -> RAMOutput:
+    def forward(self, images: Tensor, deterministic: bool = False, source: GlimpseSource | None = None) -> RAMOutput:
         """
         Args:
             images (Tensor[B, C, H, W]): input images.
             deterministic: follow the policy mean instead of sampling (for inspection).
+            source (GlimpseSource, optional): ``self.glimpse_net.prepare(images)``, made here when
+                None (a caller that compiles the forward passes it in, made eagerly: see
+                ``raccn.ops.prepare_glimpses``).
 
         Returns:
             RAMOutput with per-step logits, locations, log-probabilities and baselines.
         """
         l_t = self.first_location(images)
-        source = self.glimpse_net.prepare(images)  # shared by the T glimpses
+        if source is None:
+            source = self.glimpse_net.prepare(images)  # shared by the T glimpses
         state = None
         hidden, locations, log_pis, baselines = [], [l_t], [], []
         for t in range(self.glimpses):

@@ -1,0 +1,46 @@
+"""The benchmarks' stand-ins compute the same thing as the package (so their timings compare)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from raccn.ops import glimpse
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other from their folder
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_public_style_retina_equals_the_glimpse_op_at_whole_pixels():
+    """The public-style per-sample retina of ``ram_vs_public_style.py`` extracts the same patches
+    as ``raccn.ops.glimpse`` where both are exact (centres on whole pixels, even sides)."""
+    bench = load_benchmark("ram_vs_public_style")
+    torch.manual_seed(0)
+    images = torch.rand(16, 1, 64, 64)  # 64: the centres k / 32 - 1 are exact in floating point
+    loc = torch.randint(0, 65, (16, 2)).float() / 32 - 1  # centres on whole pixels, edges included
+    ours = glimpse(images, loc, 12, 3, 2.0).flatten(1)
+    theirs = bench.public_style_retina(images, loc, 12, 3)
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+def test_public_style_model_trains_one_step():
+    bench = load_benchmark("ram_vs_public_style")
+
+    class Args:
+        patch, scales, hidden, glimpses = 8, 1, 32, 3
+
+    torch.manual_seed(0)
+    images, target = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    step = bench.public_style_step(Args, images, target)
+    step()  # forward, loss, backward, Adam: runs without error on the issue's 28x28 work
