@@ -19,8 +19,9 @@ content does not change the cost):
   (T forward+backward steps) and, for Lightning, the extra time per step over the plain loop
   (``lightning_overhead``).
 
-``--compile`` measures both with the forward and loss through ``torch.compile``
-(``RAMLitModule(compile=True)``; compiling happens in the warm-up steps, outside the timing).
+``--compile`` measures both with the forward and loss through ``torch.compile`` as one graph,
+the glimpse planes made eagerly and passed in (as ``RAMLitModule(compile=True)`` does; compiling
+happens in the warm-up steps, outside the timing).
 
 Evaluation (``--mode eval``): ``RAMLitModule.predict_proba`` (M Monte Carlo rollouts, softmax
 averaged) under ``torch.no_grad``, images/s.
