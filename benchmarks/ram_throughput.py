@@ -8,7 +8,8 @@
 Training (``--mode train``), in this process, on one in-memory batch set (random images; the
 content does not change the cost):
 
-- ``plain_ips``: a bare PyTorch loop of the RAM math: forward, hybrid loss, backward, Adam step
+- ``plain_ips``: a bare PyTorch loop (no Trainer) of ``RAMLitModule.training_loss`` (forward and
+  hybrid loss), backward and Adam step
   (``fused=True``, as in ``configs/ram_*.yaml``);
 - ``lightning_ips``: ``RAMLitModule`` with the same optimiser under ``pl.Trainer.fit`` (no
   logger, no checkpoints, no progress bar, no validation) on a ``DataLoader`` over the batches in
@@ -56,7 +57,6 @@ from torch.utils.data import DataLoader
 from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 
 from raccn.lit import RAMLitModule
-from raccn.losses import ram_loss
 from raccn.models import DRAM
 from raccn.ops import glimpse
 from raccn.runtime import tune_cpu_allocator
@@ -128,19 +128,13 @@ def timed(fn, steps: int) -> float:
 
 
 def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tensor, compile: bool = False):
+    """One bare training step (no Trainer): ``RAMLitModule``'s training loss (compiled as
+    ``compile=True`` compiles it), backward, fused Adam step."""
     opt = fused_adam(module.parameters())
-
-    def loss_fn(images: torch.Tensor, target: torch.Tensor, source=None) -> torch.Tensor:
-        out = module.net(images, source=source)
-        return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines).loss
-
-    compiled = torch.compile(loss_fn) if compile else None
+    loss_fn = module._compiled_training_loss if compile else module.training_loss
 
     def step() -> None:
-        if compiled is not None:  # as RAMLitModule(compile=True): the glimpse planes eagerly, passed in
-            loss = compiled(images, target, module.net.glimpse_net.prepare(images))
-        else:
-            loss = loss_fn(images, target)
+        loss = loss_fn(images, target).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -186,7 +186,6 @@ def test_source_must_match_the_glimpse():
         glimpse(torch.rand(3, 1, 8, 8), torch.zeros(3, 2), 4, 2, 2.0, source)  # other images
 
 
-
 def test_prepare_glimpses_runs_eagerly_under_compile(monkeypatch):
     """Inside ``torch.compile`` the per-batch planes are made eagerly at every call, not traced
     into the graph: inductor would fuse the box sums into every glimpse's sampling kernel and

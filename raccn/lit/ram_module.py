@@ -36,9 +36,9 @@ class RAMLitModule(pl.LightningModule):
             first training step (and once more for a smaller last batch), then makes a step
             10-40 % faster on a 2-core CPU (docs/RESULTS.md); validation, test and prediction stay
             eager. The glimpse planes are made eagerly and passed in, so the forward and the
-            loss are one graph. The compiled step draws the glimpse locations from inductor's random number
-            generator, so a seeded run is reproducible but differs from an eager one. If
-            compiling fails, training warns and continues eagerly.
+            loss are one graph. The compiled step draws the glimpse locations from inductor's
+            random number generator, so a seeded run is reproducible but differs from an eager
+            one. If compiling fails, training warns and continues eagerly.
         optimizer: optimiser factory (LightningCLI ``class_path``/``init_args``).
         scheduler: optional LR scheduler factory, stepped once per epoch.
     """
