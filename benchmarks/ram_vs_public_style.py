@@ -28,13 +28,12 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
+import ram_throughput as ours  # benchmarks/ (the script's folder is on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ram_throughput as ours  # benchmarks/ (the script's folder is on sys.path)
 from raccn.runtime import tune_cpu_allocator
 
 # issue 5: public implementation on the issue's host -> our target there
@@ -45,7 +44,7 @@ def public_style_retina(images: torch.Tensor, loc: torch.Tensor, size: int, scal
     """Patches the public way: per scale, zero-pad the batch, slice each sample in a loop,
     average-pool by 2**j. images (Tensor[B, C, H, W]), loc (Tensor[B, 2]) in [-1, 1] ->
     Tensor[B, scales * C * size * size]."""
-    B, _, H, W = images.shape
+    H = images.shape[-2]
     # denormalised centre in integer pixels, as Python ints (faster than indexing with tensor
     # elements, which some public versions do: this stand-in errs on the fast side)
     start_xy = (0.5 * ((loc + 1.0) * H)).long().tolist()

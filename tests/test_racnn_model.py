@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RACNNLitModule
@@ -211,6 +212,8 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"rank_lr_factor": 0.0}, "rank_lr_factor must be in"),
     ({"reanchor_steps": -1}, "reanchor_steps must be >= 0"),
     ({"apn_pretrain_target": "mean"}, "apn_pretrain_target must be"),
+    ({"apn_pretrain_power": 0.0}, "apn_pretrain_power must be > 0"),
+    ({"apn_pretrain_features": "stride4"}, "apn_pretrain_features must be null or one of"),
     ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
     ({"cls_box_jitter": 1.5}, "cls_box_jitter must be in"),
     ({"lr_decay": "step"}, "lr_decay must be null or 'cosine'"),
@@ -251,16 +254,52 @@ def test_rank_phase_leaves_batchnorm_statistics_alone():
     assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs
 
 
-@pytest.mark.parametrize("target,expected_cx", [("peak", 56.0), ("centroid", (56.0 + 0.25 * 40.0) / 1.25)])
-def test_pretrain_targets(target, expected_cx):
-    m = module(apn_pretrain_target=target, apn_pretrain_side=0.25)
+def peaked_map() -> Tensor:
+    """Tensor[1, 2, 4, 4]: peak 1 at cell (row 1, col 3) of 16-px cells on a 64-px input, 0.5 at
+    (row 1, col 2)."""
     f = torch.zeros(1, 2, 4, 4)
-    f[0, :, 1, 3] = 1.0  # peak at cell (row 1, col 3) of 16-px cells on a 64-px input
+    f[0, :, 1, 3] = 1.0
     f[0, :, 1, 2] = 0.5
+    return f
+
+
+@pytest.mark.parametrize("target,power,expected_cx", [
+    ("peak", 2.0, 56.0),
+    ("centroid", 2.0, (56.0 + 0.25 * 40.0) / 1.25),  # weights (excess over the minimum)^2
+    ("centroid", 4.0, (56.0 + 0.0625 * 40.0) / 1.0625),
+])
+def test_pretrain_targets(target, power, expected_cx):
+    m = module(apn_pretrain_target=target, apn_pretrain_side=0.25, apn_pretrain_power=power)
+    f = peaked_map()
     out = m.net(torch.rand(1, 3, 64, 64))._replace(apn_features=[f, f])
     (cx, cy, tl), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
     assert tl == 8.0  # 0.5 * 0.25 * 64; the centre stays inside [8, 56]
     assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)
+
+
+def test_pretrain_targets_read_the_configured_map(monkeypatch):
+    m = module(apn_pretrain_target="centroid", apn_pretrain_side=0.25, apn_pretrain_features="stride8")
+    x = torch.rand(2, 3, 64, 64)
+    out = m.net(x)
+    # trunk_map: the trunk's own maps at each named stride
+    last = m.net.run_trunk(0, out.inputs[0])[1]
+    assert torch.equal(m.net.trunk_map(0, out.inputs[0], "last"), last)
+    assert m.net.trunk_map(0, out.inputs[0], "stride8").shape[-1] == 64 // 8
+    # the real targets: read in eval mode, batch-norm statistics untouched, train mode after
+    bn = next(mod for mod in m.net.trunks.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    m.pretrain_targets(out)
+    assert torch.equal(bn.running_mean, before) and m.net.trunks.training
+    seen = []
+
+    def fake_map(s, inputs, features):
+        seen.append((s, features, inputs.requires_grad))
+        return peaked_map().expand(inputs.shape[0], -1, -1, -1)
+
+    monkeypatch.setattr(m.net, "trunk_map", fake_map)
+    (cx, cy, _), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
+    assert seen == [(0, "stride8", False), (1, "stride8", False)]
+    assert (cx, cy) == pytest.approx(((56.0 + 0.25 * 40.0) / 1.25, 24.0), abs=1e-4)
 
 
 def learning_rates_per_step(m, optimizer: int, tmp_path, steps: int = 4) -> list[float]:

@@ -30,6 +30,8 @@ in image pixels). Accuracies are fractions in [0, 1].
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
@@ -41,7 +43,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.losses import ranking_loss
 from raccn.models.apn import square_from_unit
-from raccn.models.racnn import RACNN, RACNNOutput
+from raccn.models.racnn import APN_FEATURES, RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
 # index = the logged train/phase; "warmup" logs as "cls", "reanchor" as "pretrain"
@@ -74,6 +76,11 @@ class RACNNLitModule(pl.LightningModule):
             ``"cam"``: the same centroid of the class activation map of the true class (the
             classifier's weights on the features, positive part), which ignores responses to
             clutter that do not vote for the class.
+        apn_pretrain_power: for ``"centroid"``, the exponent p of the weights (the map's excess
+            over its minimum to the power p; > 0): larger p leans towards the peak.
+        apn_pretrain_features: the map the ``"peak"``/``"centroid"`` targets are read from:
+            ``None`` (the map the APN reads) or one of ``"last"``, ``"stride16"``, ``"stride8"``
+            (see ``apn_features``; a finer map localises more precisely, docs/RESULTS.md).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
         reanchor_steps: pre-training steps between every classification and ranking phase (0: none).
@@ -118,6 +125,8 @@ class RACNNLitModule(pl.LightningModule):
         apn_pretrain_steps: int = 0,
         apn_pretrain_side: float = 0.5,
         apn_pretrain_target: str = "peak",
+        apn_pretrain_power: float = 2.0,
+        apn_pretrain_features: str | None = None,
         cls_optimizer: OptimizerCallable = _sgd,
         apn_optimizer: OptimizerCallable = _adam,
         rank_lr_factor: float = 1.0,
@@ -154,6 +163,12 @@ class RACNNLitModule(pl.LightningModule):
             raise ValueError(
                 f"apn_pretrain_target must be 'peak', 'centroid' or 'cam', got {apn_pretrain_target!r}"
             )
+        if not apn_pretrain_power > 0:
+            raise ValueError(f"apn_pretrain_power must be > 0 (2: squared weights), got {apn_pretrain_power!r}")
+        if apn_pretrain_features not in (None, *APN_FEATURES):
+            raise ValueError(
+                f"apn_pretrain_features must be null or one of {tuple(APN_FEATURES)}, got {apn_pretrain_features!r}"
+            )
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
                          apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion, apn_features)
@@ -183,17 +198,24 @@ class RACNNLitModule(pl.LightningModule):
             cls_params += list(net.fuse.parameters())
         return [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
 
-    def _frozen_forward(self, images: Tensor) -> RACNNOutput:
-        """Forward with trunks, classifiers and fusion in eval mode, so that phases which do not
-        train them (APN pre-training, ranking) leave batch-norm statistics untouched too."""
+    @contextmanager
+    def _frozen(self) -> Iterator[None]:
+        """Trunks, classifiers and fusion in eval mode within the block (then train mode again),
+        so that phases which do not train them (APN pre-training, ranking) leave batch-norm
+        statistics untouched too."""
         frozen = [self.net.trunks, self.net.classifiers]
         for m in frozen:
             m.eval()
         try:
-            return self.net(images, detach_boxes=self.phase in ("pretrain", "reanchor"))
+            yield
         finally:
             for m in frozen:
                 m.train()
+
+    def _frozen_forward(self, images: Tensor) -> RACNNOutput:
+        """The forward of the APN phases, under ``_frozen``."""
+        with self._frozen():
+            return self.net(images, detach_boxes=self.phase in ("pretrain", "reanchor"))
 
     def lr_schedule_factor(self) -> float:
         """Multiplier of all learning rates at the current global step (``lr_decay``)."""
@@ -218,25 +240,30 @@ class RACNNLitModule(pl.LightningModule):
 
     def pretrain_targets(self, out: RACNNOutput, target: Tensor | None = None) -> list[Tensor]:
         """Per APN, the square (Tensor[B, 3]) centred on the peak (or centroid, see
-        ``apn_pretrain_target``) of the channel-summed last conv features (for ``"cam"``: of the
-        class activation map of the true class ``target`` (Tensor[B])), of side
-        ``apn_pretrain_side`` x the input side, moved inside the input."""
+        ``apn_pretrain_target``) of the channel-summed conv features of the map the APN reads
+        (or ``apn_pretrain_features``; for ``"cam"``: of the class activation map of the true
+        class ``target`` (Tensor[B])), of side ``apn_pretrain_side`` x the input side, moved
+        inside the input."""
+        hp = self.hparams
         targets = []
         for s, box in enumerate(out.boxes):
-            if self.hparams.apn_pretrain_target == "cam":
+            if hp.apn_pretrain_target == "cam":
                 weight = self.net.classifiers[s].weight.detach()[target]  # (B, C)
                 f = torch.einsum("bc,bchw->bhw", weight, out.features[s].detach()).clamp(min=0)
+            elif hp.apn_pretrain_features is not None:
+                with torch.no_grad(), self._frozen():
+                    f = self.net.trunk_map(s, out.inputs[s].detach(), hp.apn_pretrain_features).sum(1)
             else:
                 f = out.apn_features[s].detach().sum(1)  # (B, h, w)
             _, h, w = f.shape
             L = out.inputs[s].shape[-1]
-            if self.hparams.apn_pretrain_target == "peak":
+            if hp.apn_pretrain_target == "peak":
                 idx = f.flatten(1).argmax(1)
                 cx = ((idx % w).to(box.dtype) + 0.5) * L / w
                 cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
             else:
-                weight = f if self.hparams.apn_pretrain_target == "cam" else f - f.amin(dim=(1, 2), keepdim=True)
-                weight = weight.square() + 1e-12  # all-zero maps (no evidence): the centre
+                weight = f if hp.apn_pretrain_target == "cam" else f - f.amin(dim=(1, 2), keepdim=True)
+                weight = weight.pow(hp.apn_pretrain_power) + 1e-12  # all-zero maps (no evidence): the centre
                 weight = weight / weight.sum(dim=(1, 2), keepdim=True)
                 cols = (torch.arange(w, device=f.device, dtype=box.dtype) + 0.5) * L / w
                 rows = (torch.arange(h, device=f.device, dtype=box.dtype) + 0.5) * L / h

@@ -148,7 +148,7 @@ class RAMLitModule(pl.LightningModule):
         source = self.net.glimpse_net.prepare(images)
         try:
             return fn(images, target, source)
-        except Exception as err:  # a missing C++ compiler, an unsupported op, ...
+        except Exception as err:  # noqa: BLE001 -- a missing C++ compiler, an unsupported op, ...
             rank_zero_warn(
                 f"model.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
                 f"training continues eagerly. Install a C++ compiler (gcc or clang) or set "

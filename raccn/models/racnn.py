@@ -108,6 +108,7 @@ class RACNN(nn.Module):
         # the first splits[s] modules of scale s's trunk make the map its APN reads
         taps = [t.taps[APN_FEATURES[apn_features] or t.stride] for t in trunks]
         self.splits = [n for n, _ in taps]
+        self.taps = [dict(t.taps) | {"last": (len(t.features), t.channels)} for t in trunks]
         self.classifiers = nn.ModuleList(nn.Linear(t.channels, num_classes) for t in trunks)
         self.apns = nn.ModuleList(
             AttentionProposalNetwork(taps[s][1], apn_hidden, apn_pool, min_side_fraction)
@@ -118,6 +119,13 @@ class RACNN(nn.Module):
 
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
+
+    def trunk_map(self, s: int, x: Tensor, features: str) -> Tensor:
+        """Scale s's trunk on x (Tensor[B, 3, S, S]) up to the map named ``features`` (a key of
+        ``APN_FEATURES``: ``"last"``, ``"stride16"``, ``"stride8"``) -> Tensor[B, C_r, S/r, S/r]."""
+        stride = APN_FEATURES[features]
+        n, _ = self.taps[s]["last" if stride is None else stride]
+        return self.trunk(s)[:n](x)
 
     def run_trunk(self, s: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """Scale s's trunk on x (Tensor[B, 3, S, S]) -> (the map its APN reads, the last map)."""
