@@ -76,8 +76,9 @@ class RACNNLitModule(pl.LightningModule):
             ``"cam"``: the same centroid of the class activation map of the true class (the
             classifier's weights on the features, positive part), which ignores responses to
             clutter that do not vote for the class.
-        apn_pretrain_power: for ``"centroid"``, the exponent p of the weights (the map's excess
-            over its minimum to the power p; > 0): larger p leans towards the peak.
+        apn_pretrain_power: for ``"centroid"`` and ``"cam"``, the exponent p of the weights (the
+            map's excess over its minimum, or the CAM, to the power p; > 0): larger p leans
+            towards the peak.
         apn_pretrain_features: the map the ``"peak"``/``"centroid"`` targets are read from:
             ``None`` (the map the APN reads) or one of ``"last"``, ``"stride16"``, ``"stride8"``
             (see ``apn_features``; a finer map localises more precisely, docs/RESULTS.md).
@@ -250,11 +251,13 @@ class RACNNLitModule(pl.LightningModule):
             if hp.apn_pretrain_target == "cam":
                 weight = self.net.classifiers[s].weight.detach()[target]  # (B, C)
                 f = torch.einsum("bc,bchw->bhw", weight, out.features[s].detach()).clamp(min=0)
-            elif hp.apn_pretrain_features is not None:
+            elif hp.apn_pretrain_features in (None, hp.apn_features):  # the map the APN read
+                f = out.apn_features[s].detach().sum(1)  # (B, h, w)
+            elif hp.apn_pretrain_features == "last":  # the map the classifier read
+                f = out.features[s].detach().sum(1)
+            else:  # a map the forward did not keep: run the trunk that far again
                 with torch.no_grad(), self._frozen():
                     f = self.net.trunk_map(s, out.inputs[s].detach(), hp.apn_pretrain_features).sum(1)
-            else:
-                f = out.apn_features[s].detach().sum(1)  # (B, h, w)
             _, h, w = f.shape
             L = out.inputs[s].shape[-1]
             if hp.apn_pretrain_target == "peak":
