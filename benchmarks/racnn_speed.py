@@ -42,11 +42,12 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels_last", action="store_true", help="RACNN(channels_last=True)")
     a = p.parse_args()
     tune_cpu_allocator()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = RACNN(a.classes, a.backbone, None, len(a.sizes), a.sizes)
+    model = RACNN(a.classes, a.backbone, None, len(a.sizes), a.sizes, channels_last=a.channels_last)
     B, y = a.batch, torch.randint(0, a.classes, (a.batch,))
     images = torch.rand(B, 3, a.sizes[0], a.sizes[0])
     inputs = [torch.rand(B, 3, s, s) for s in a.sizes]
@@ -55,7 +56,7 @@ def main() -> None:
     def trunks_only():
         for s, x in enumerate(inputs):
             model.zero_grad(set_to_none=True)
-            f = model.trunk(s)(x).mean((2, 3))
+            f = model.trunk(s)(x.contiguous(memory_format=model.memory_format)).mean((2, 3))
             F.cross_entropy(model.classifiers[s](f), y).backward()
 
     def cls_step():
@@ -84,7 +85,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "benchmark": "racnn_speed", "backbone": a.backbone, "sizes": a.sizes, "batch": B,
-        "threads": a.threads, "trunks_fwd_bwd_s": round(ref_s, 3), "cls_step_s": round(cls_s, 3),
+        "threads": a.threads, "channels_last": a.channels_last, "trunks_fwd_bwd_s": round(ref_s, 3), "cls_step_s": round(cls_s, 3),
         "rank_step_s": round(rank_s, 3), "cls_ratio": round(cls_s / ref_s, 3),
         "rank_ratio": round(rank_s / ref_s, 3), "params_M": round(params / 1e6, 2),
         "cls_phase_trained_M": round(trainable([model.trunks, model.classifiers]) / 1e6 + (trainable([model.fuse]) / 1e6 if model.fuse is not None else 0), 2),

@@ -49,6 +49,43 @@ def test_forward_shapes(B, fusion):
     assert [b.shape for b in out.boxes] == [(B, 3)] * 2
 
 
+def test_boxes_only_stops_after_the_last_apn():
+    torch.manual_seed(0)
+    net = RACNN(7, **SMALL).eval()
+    x = torch.rand(2, 3, 64, 64)
+    calls = []
+    for s, trunk in enumerate(net.trunks):
+        trunk[0].register_forward_hook(lambda *_, s=s: calls.append(s))
+    full = net(x)
+    assert calls == [0, 1, 2]
+    calls.clear()
+    part = net(x, boxes_only=True)
+    assert calls == [0, 1]  # the last scale's trunk does not run
+    assert part.fused_logits is None and len(part.logits) == len(part.features) == 2
+    for a, b in zip(part.boxes + part.inputs + part.logits, full.boxes + full.inputs + full.logits[:2]):
+        assert torch.equal(a, b)
+
+
+def test_channels_last_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    nets = [RACNN(7, backbone="small_vgg_bn", num_scales=2, input_sizes=[48, 64], apn_hidden=16,
+                  apn_pool=2, grid_grad=True, channels_last=cl) for cl in (False, True)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    conv = next(m for m in nets[1].trunks.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(3, 3, 48, 48)
+    outs = []
+    for net in nets:
+        out = net(x)
+        (sum(z.logsumexp(1).sum() for z in out.logits) + out.boxes[0].sum()).backward()
+        assert out.features[0].is_contiguous(memory_format=net.memory_format)
+        outs.append(out)
+    torch.testing.assert_close(outs[1].fused_logits, outs[0].fused_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outs[1].boxes[0], outs[0].boxes[0], rtol=1e-4, atol=1e-4)
+    for (name, p0), p1 in zip(nets[0].named_parameters(), nets[1].parameters()):
+        torch.testing.assert_close(p1.grad, p0.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "resnet18_os16", "mobilenet_v3_small",
                                   "mobilenet_v3_small_os16", "small_vgg_bn"])
 def test_backbone_taps_give_the_map_at_their_stride(name):

@@ -184,3 +184,50 @@ def test_core_first_step_equals_the_cell_from_zeros(cell):
     grads_ref = torch.autograd.grad((ref[0] * w).sum(), params)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b)
+
+
+def per_glimpse_reference(m, images):
+    """RAM's forward with the policy and baseline heads called at every glimpse (the form the
+    batched heads replace): LocationNetwork.forward per step."""
+    l_t, source, state = m.first_location(images), m.glimpse_net.prepare(images), None
+    hidden, locations, log_pis, baselines = [], [l_t], [], []
+    for t in range(m.glimpses):
+        state = m.core(m.glimpse_net(images, l_t, source), state)
+        hidden.append(state[0])
+        if t + 1 < m.glimpses:
+            l_t, log_pi, _ = m.locator(state[0])
+            locations.append(l_t)
+            log_pis.append(log_pi)
+            baselines.append(m.baseline(state[0]))
+    stack = lambda v: torch.stack(v, dim=1)
+    return m.classifier(stack(hidden)), stack(locations), stack(log_pis), stack(baselines)
+
+
+@pytest.mark.parametrize("grad_to_core", [False, True])
+def test_batched_policy_heads_equal_the_per_glimpse_heads(grad_to_core):
+    """The forward draws each location under no_grad and computes log pi and the baselines once
+    for all steps: the same locations from the same seed (bit for bit), the same log pi,
+    baselines and gradients as the heads called at every glimpse."""
+    torch.manual_seed(0)
+    m = small_model(glimpses=4, policy_grad_to_core=grad_to_core, std=0.3)
+    x = torch.rand(3, 1, 20, 20)
+    torch.manual_seed(1)
+    out = m(x)
+    torch.manual_seed(1)
+    ref = per_glimpse_reference(m, x)
+    assert torch.equal(out.locations, ref[1])
+    for a, b in zip((out.logits, out.log_pi, out.baselines), (ref[0], ref[2], ref[3])):
+        torch.testing.assert_close(a, b)
+    params = [p for p in m.parameters()]
+    w = torch.randn_like(out.log_pi)
+    loss = lambda logits, log_pi, baselines: logits.logsumexp(-1).sum() + (w * log_pi).sum() + baselines.square().sum()
+    grads = torch.autograd.grad(loss(out.logits, out.log_pi, out.baselines), params, allow_unused=True,
+                                retain_graph=True)
+    grads_ref = torch.autograd.grad(loss(ref[0], ref[2], ref[3]), params, allow_unused=True)
+    for p, a, b in zip(m.named_parameters(), grads, grads_ref):
+        assert (a is None) == (b is None), p[0]
+        if a is not None:
+            torch.testing.assert_close(a, b, msg=p[0])
+    core_grad = dict(zip([n for n, _ in m.named_parameters()], grads))["core.cell.weight_hh"]
+    policy_only = torch.autograd.grad((w * out.log_pi).sum(), m.core.cell.weight_hh, allow_unused=True)[0]
+    assert (policy_only is not None) == grad_to_core and core_grad is not None

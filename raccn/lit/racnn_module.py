@@ -118,6 +118,7 @@ class RACNNLitModule(pl.LightningModule):
         grid_grad: bool = False,
         fusion: str = "concat",
         apn_features: str = "last",
+        channels_last: bool = False,
         margin: float = 0.05,
         phase_unit: str = "steps",
         cls_length: int = 100,
@@ -172,7 +173,8 @@ class RACNNLitModule(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
-                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion, apn_features)
+                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion, apn_features,
+                         channels_last)
         self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
         self.phase, self.phase_progress = "cls", 0
         if apn_pretrain_steps > 0:
@@ -214,9 +216,11 @@ class RACNNLitModule(pl.LightningModule):
                 m.train()
 
     def _frozen_forward(self, images: Tensor) -> RACNNOutput:
-        """The forward of the APN phases, under ``_frozen``."""
+        """The forward of the APN phases, under ``_frozen``; pre-training and re-anchoring
+        regress boxes on targets and stop after the last APN (``boxes_only``)."""
+        targets_only = self.phase in ("pretrain", "reanchor")
         with self._frozen():
-            return self.net(images, detach_boxes=self.phase in ("pretrain", "reanchor"))
+            return self.net(images, detach_boxes=targets_only, boxes_only=targets_only)
 
     def lr_schedule_factor(self) -> float:
         """Multiplier of all learning rates at the current global step (``lr_decay``)."""

@@ -17,5 +17,5 @@ class BaselineNetwork(nn.Module):
         self.fc = nn.Linear(hidden_size, 1)
 
     def forward(self, h_t: Tensor) -> Tensor:
-        """h_t (Tensor[B, hidden_size]) -> b_t (Tensor[B])."""
-        return self.fc(h_t.detach()).squeeze(1)
+        """h_t (Tensor[..., hidden_size], e.g. [B, H] or [B, T, H]) -> b_t (Tensor[...])."""
+        return self.fc(h_t.detach()).squeeze(-1)

@@ -27,8 +27,8 @@ APN_FEATURES = {"last": None, "stride16": 16, "stride8": 8}
 
 
 class RACNNOutput(NamedTuple):
-    logits: list[Tensor]  #: per scale, Tensor[B, K]
-    fused_logits: Tensor  #: Tensor[B, K] (log-probabilities for ``fusion="softmax"``)
+    logits: list[Tensor]  #: per scale (all but the last with ``boxes_only``), Tensor[B, K]
+    fused_logits: Tensor | None  #: Tensor[B, K] (log-probabilities for ``fusion="softmax"``); None with ``boxes_only``
     boxes: list[Tensor]  #: per APN (N-1), Tensor[B, 3] (tx, ty, tl) in pixels of that scale's input
     inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is scale 1's view of the image
     features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]
@@ -61,6 +61,10 @@ class RACNN(nn.Module):
             conv5_4 of VGG-19), ``"stride16"`` or ``"stride8"`` (the trunk's last map at that
             stride, e.g. ResNet's layer3 / layer2: a finer grid to localise on while the
             classifier keeps the last map; see ``raccn.models.backbones``).
+        channels_last: run the trunks in ``torch.channels_last`` memory format (weights and
+            inputs; the maps they return are channels-last too). Same results up to rounding;
+            on CPU oneDNN's convolutions are faster that way (``benchmarks/racnn_speed.py
+            --channels_last``, docs/RESULTS.md).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class RACNN(nn.Module):
         grid_grad: bool = False,
         fusion: str = "concat",
         apn_features: str = "last",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if num_scales < 2:
@@ -116,6 +121,8 @@ class RACNN(nn.Module):
         )
         channels = sum(t.channels for t in trunks)
         self.fuse = nn.Linear(channels, num_classes) if fusion == "concat" else None
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.trunks.to(memory_format=self.memory_format)
 
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
@@ -125,11 +132,11 @@ class RACNN(nn.Module):
         ``APN_FEATURES``: ``"last"``, ``"stride16"``, ``"stride8"``) -> Tensor[B, C_r, S/r, S/r]."""
         stride = APN_FEATURES[features]
         n, _ = self.taps[s]["last" if stride is None else stride]
-        return self.trunk(s)[:n](x)
+        return self.trunk(s)[:n](x.contiguous(memory_format=self.memory_format))
 
     def run_trunk(self, s: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """Scale s's trunk on x (Tensor[B, 3, S, S]) -> (the map its APN reads, the last map)."""
-        f_apn = None
+        f_apn, x = None, x.contiguous(memory_format=self.memory_format)
         for i, layer in enumerate(self.trunk(s), start=1):
             x = layer(x)
             if i == self.splits[s]:
@@ -141,6 +148,7 @@ class RACNN(nn.Module):
         images: Tensor,
         detach_boxes: bool = False,
         crop_boxes: Callable[[int, Tensor, int], Tensor] | None = None,
+        boxes_only: bool = False,
     ) -> RACNNOutput:
         """
         Args:
@@ -151,6 +159,10 @@ class RACNN(nn.Module):
                 crop scale s's input (``box`` the APN's (tx, ty, tl) on that L x L input), e.g.
                 random or jittered boxes for training the finer scales' classifiers; ``boxes``
                 in the output stay the APN's.
+            boxes_only: stop once the last APN has proposed its box and the last scale's input
+                is cut (for phases that train only the APNs on targets): the last scale's trunk
+                and classifier do not run, so ``logits``, ``features`` and ``descriptors`` hold
+                N-1 entries and ``fused_logits`` is None.
 
         Returns:
             RACNNOutput; ``boxes`` keep their graph to the APNs either way.
@@ -165,7 +177,7 @@ class RACNN(nn.Module):
             )
         x = images if S == L else F.interpolate(images, size=(L, L), mode="area")
         logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
-        for s in range(self.num_scales):
+        for s in range(self.num_scales - 1 if boxes_only else self.num_scales):
             f_apn, f = self.run_trunk(s, x)
             d = f.mean(dim=(2, 3))  # (B, C') global average pooling
             features.append(f)
@@ -183,7 +195,9 @@ class RACNN(nn.Module):
                     source, crop = images, crop * (S / L)
                 x = zoom(source, crop, self.input_sizes[s + 1], k=self.k, grid_grad=self.grid_grad)
                 inputs.append(x)
-        if self.fuse is not None:
+        if boxes_only:
+            fused = None
+        elif self.fuse is not None:
             fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))
         else:
             fused = torch.stack([z.softmax(-1) for z in logits]).mean(0).log()

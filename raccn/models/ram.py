@@ -134,21 +134,18 @@ class RecurrentAttentionModel(nn.Module):
         if source is None:
             source = self.glimpse_net.prepare(images)  # shared by the T glimpses
         state = None
-        hidden, locations, log_pis, baselines = [], [l_t], [], []
+        hidden, locations, samples = [], [l_t], []
         for t in range(self.glimpses):
             state = self.core(self.glimpse_net(images, l_t, source), state)
-            h_t = state[0]
-            hidden.append(h_t)
-            if t + 1 < self.glimpses:
-                l_t, log_pi, _ = self.locator(h_t, deterministic)
+            hidden.append(state[0])
+            if t + 1 < self.glimpses:  # the action: drawn here, its log π below for all steps
+                l_t, raw = self.locator.sample(state[0], deterministic)
                 locations.append(l_t)
-                log_pis.append(log_pi)
-                baselines.append(self.baseline(h_t))
-        B = images.shape[0]
-        empty = images.new_zeros(B, 0)
-        return RAMOutput(
-            logits=self.classifier(torch.stack(hidden, dim=1)),
-            locations=torch.stack(locations, dim=1),
-            log_pi=torch.stack(log_pis, dim=1) if log_pis else empty,
-            baselines=torch.stack(baselines, dim=1) if baselines else empty,
-        )
+                samples.append(raw)
+        hidden = torch.stack(hidden, dim=1)  # (B, T, hidden_size)
+        if samples:  # heads of the acting states h_1..h_{T-1}, one batched call each
+            log_pi = self.locator.log_prob(hidden[:, :-1], torch.stack(samples, dim=1))
+            baselines = self.baseline(hidden[:, :-1])
+        else:
+            log_pi = baselines = images.new_zeros(images.shape[0], 0)
+        return RAMOutput(self.classifier(hidden), torch.stack(locations, dim=1), log_pi, baselines)
