@@ -96,7 +96,8 @@ def test_quickstart_short_run_end_to_end(tmp_path):
                          ids=os.path.basename)
 def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
     import yaml
-    callbacks = yaml.safe_load(open(config))["trainer"]["callbacks"]
+    with open(config) as f:
+        callbacks = yaml.safe_load(f)["trainer"]["callbacks"]
     ckpts = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
     assert [c.get("monitor") is not None for c in ckpts] == [True, False]
     assert ckpts[1]["filename"] == "last" and not any(c.get("save_last") for c in ckpts)

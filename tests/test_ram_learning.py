@@ -125,8 +125,9 @@ def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     import copy
 
     pl.seed_everything(0)
-    kwargs = dict(num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32, glimpse_dim=64,
-                  hidden_size=64, std=0.25, init_loc="center", optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    kwargs = {"num_classes": 4, "glimpses": 2, "patch_size": 4, "scales": 1, "glimpse_hidden": 32,
+              "glimpse_dim": 64, "hidden_size": 64, "std": 0.25, "init_loc": "center",
+              "optimizer": lambda p: torch.optim.Adam(p, lr=3e-3)}
     model = RAMLitModule(compile=True, **kwargs)
     x, y = corner_task(64, 5).tensors
     model.net.locator.std = 1e-6  # near-deterministic policy: both draw almost the same locations
