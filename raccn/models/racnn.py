@@ -161,8 +161,8 @@ class RACNN(nn.Module):
                 in the output stay the APN's.
             boxes_only: stop once the last APN has proposed its box and the last scale's input
                 is cut (for phases that train only the APNs on targets): the last scale's trunk
-                and classifier do not run, so ``logits``, ``features`` and ``descriptors`` hold
-                N-1 entries and ``fused_logits`` is None.
+                and classifier do not run, so ``logits`` and ``features`` hold N-1 entries
+                and ``fused_logits`` is None.
 
         Returns:
             RACNNOutput; ``boxes`` keep their graph to the APNs either way.
