@@ -59,9 +59,7 @@ class LocationNetwork(nn.Module):
         # The Gaussian written out (torch.distributions.Normal costs 2.5x the time, in argument
         # checks and broadcasting, at every glimpse): same samples from the same generator.
         l_t = mean.detach() if deterministic else torch.normal(mean.detach(), self.std)
-        z = (l_t - mean) / self.std
-        log_pi = -0.5 * z.square().sum(dim=1) - self.log_norm
-        return LocationSample(l_t.clamp(-1.0, 1.0), log_pi, mean)
+        return LocationSample(l_t.clamp(-1.0, 1.0), self._log_density(l_t, mean), mean)
 
     def mean(self, h: Tensor) -> Tensor:
         """μ = tanh(Linear(h)) for h (Tensor[..., hidden_size]) -> Tensor[..., 2] (h detached
@@ -82,7 +80,7 @@ class LocationNetwork(nn.Module):
             sample (Tensor[B, 2]), whose density ``log_prob`` gives. The same values (and random
             stream) as ``forward``.
         """
-        mean = torch.tanh(self.fc(h_t))
+        mean = self.mean(h_t)
         raw = mean if deterministic else torch.normal(mean, self.std)
         return raw.clamp(-1.0, 1.0), raw
 
@@ -96,5 +94,9 @@ class LocationNetwork(nn.Module):
         Returns:
             Tensor[...]: the log-density of the 2-D Gaussian N(μ(h), σ² I) at ``raw``.
         """
-        z = (raw - self.mean(h)) / self.std
+        return self._log_density(raw, self.mean(h))
+
+    def _log_density(self, x: Tensor, mean: Tensor) -> Tensor:
+        """log N(x; mean, σ² I) over the last dimension (2): Tensor[..., 2] -> Tensor[...]."""
+        z = (x - mean) / self.std
         return -0.5 * z.square().sum(dim=-1) - self.log_norm
