@@ -58,7 +58,7 @@ from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 from raccn.lit import RAMLitModule
 from raccn.models import DRAM
 from raccn.ops import glimpse
-from raccn.runtime import tune_cpu_allocator
+from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
 def build(args) -> RAMLitModule:
@@ -212,6 +212,7 @@ def main() -> None:
     if args.model == "dram" and args.mode != "eval":
         p.error("--model dram measures evaluation only: add --mode eval")
     tune_cpu_allocator()
+    skip_futile_nvml_probe()
     torch.set_num_threads(args.threads)
     if args.model == "dram":
         print(json.dumps(dram_eval(args)))

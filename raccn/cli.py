@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from raccn.callbacks import EvalReportWriter, PredictionWriter
-from raccn.runtime import tune_cpu_allocator
+from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
 class RaccnCLI(LightningCLI):
@@ -59,6 +59,7 @@ class RaccnCLI(LightningCLI):
 def main(args=None, run: bool = True) -> RaccnCLI:
     """Build (and with ``run``, execute) the CLI; ``args`` defaults to ``sys.argv[1:]``."""
     tune_cpu_allocator()
+    skip_futile_nvml_probe()
     return RaccnCLI(
         LightningModule,
         LightningDataModule,

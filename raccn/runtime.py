@@ -5,12 +5,17 @@ few hundred KB is page-faulted in again; on small virtual machines that can cost
 arithmetic (measured: 3-10x slower glimpse op, see docs/RESULTS.md). ``tune_cpu_allocator``
 keeps such blocks in the process. It is called by ``train.py`` and the benchmarks, never on
 import. Allocators such as jemalloc/tcmalloc (``LD_PRELOAD``) give the same effect.
+
+``skip_futile_nvml_probe`` removes a failing GPU-library probe from every optimizer step on
+machines without a GPU driver (called by ``train.py`` and the RAM benchmarks, after Lightning is
+imported).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -29,3 +34,28 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def skip_futile_nvml_probe() -> bool:
+    """Drop ``PYTORCH_NVML_BASED_CUDA_CHECK`` when the NVIDIA management library cannot be loaded.
+
+    Importing Lightning sets that variable, so that ``torch.cuda.is_available()`` asks NVML
+    instead of initialising CUDA (which would spoil forked workers). Every optimizer step asks
+    (``Optimizer._accelerator_graph_capture_health_check``), and without a GPU driver the NVML
+    path tries to ``dlopen`` ``libnvidia-ml.so.1`` each time, fails and falls back to
+    ``torch._C._cuda_getDeviceCount()``: ~0.1 ms per step (1 % of a RAM step; docs/RESULTS.md).
+    Without the library that fallback is the whole answer, so dropping the variable gives the
+    same answer with no ``dlopen``. Nothing changes where NVML loads (a machine with a GPU
+    driver). Returns True when the variable was dropped.
+    """
+    if os.environ.get(_NVML_CHECK) != "1":
+        return False
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ[_NVML_CHECK]
+        return True
+    return False

@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from raccn.ops import glimpse
@@ -22,15 +23,17 @@ def load_benchmark(name: str):
         sys.path.remove(str(BENCHMARKS))
 
 
-def test_public_style_retina_equals_the_glimpse_op_at_whole_pixels():
+@pytest.mark.parametrize("indexing", ["ints", "tensors"])
+def test_public_style_retina_equals_the_glimpse_op_at_whole_pixels(indexing):
     """The public-style per-sample retina of ``ram_vs_public_style.py`` extracts the same patches
-    as ``raccn.ops.glimpse`` where both are exact (centres on whole pixels, even sides)."""
+    as ``raccn.ops.glimpse`` where both are exact (centres on whole pixels, even sides), with
+    either way of reading the slice bounds."""
     bench = load_benchmark("ram_vs_public_style")
     torch.manual_seed(0)
     images = torch.rand(16, 1, 64, 64)  # 64: the centres k / 32 - 1 are exact in floating point
     loc = torch.randint(0, 65, (16, 2)).float() / 32 - 1  # centres on whole pixels, edges included
     ours = glimpse(images, loc, 12, 3, 2.0).flatten(1)
-    theirs = bench.public_style_retina(images, loc, 12, 3)
+    theirs = bench.public_style_retina(images, loc, 12, 3, indexing)
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
 
 
@@ -38,7 +41,7 @@ def test_public_style_model_trains_one_step():
     bench = load_benchmark("ram_vs_public_style")
 
     class Args:
-        patch, scales, hidden, glimpses = 8, 1, 32, 3
+        patch, scales, hidden, glimpses, public_indexing = 8, 1, 32, 3, "tensors"
 
     torch.manual_seed(0)
     images, target = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))

@@ -203,6 +203,36 @@ def per_glimpse_reference(m, images):
     return m.classifier(stack(hidden)), stack(locations), stack(log_pis), stack(baselines)
 
 
+def test_only_the_last_logits_carry_a_graph_by_default():
+    """The default forward records the classifier's graph for the last step only: the same
+    logits at every step, and the same gradients of the paper's loss (last logits, log pi,
+    baselines) as with every step's graph; the earlier logits have no graph."""
+    torch.manual_seed(0)
+    m = small_model(glimpses=4, std=0.3)
+    x, y = torch.rand(5, 1, 20, 20), torch.randint(0, m.classifier.fc.out_features, (5,))
+    outs = []
+    for every in (False, True):
+        torch.manual_seed(1)
+        outs.append(m(x, every_step_grad=every))
+    lean, full = outs
+    torch.testing.assert_close(lean.logits, full.logits)
+    assert torch.equal(lean.locations, full.locations)
+    early = [torch.autograd.grad(o.logits[:, :-1].sum(), m.classifier.fc.weight, retain_graph=True)[0]
+             for o in (lean, full)]
+    assert torch.count_nonzero(early[0]) == 0 and torch.count_nonzero(early[1]) > 0
+    grads = []
+    for out in (lean, full):
+        loss = ram_loss(out.logits[:, -1], y, out.log_pi, out.baselines).loss
+        grads.append(torch.autograd.grad(loss, list(m.parameters()), allow_unused=True))
+    for (name, _), a, b in zip(m.named_parameters(), *grads):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, msg=name)
+    with torch.no_grad():  # evaluation: one classifier call, the same values
+        torch.manual_seed(1)
+        torch.testing.assert_close(m(x).logits, lean.logits)
+
+
 @pytest.mark.parametrize("grad_to_core", [False, True])
 def test_batched_policy_heads_equal_the_per_glimpse_heads(grad_to_core):
     """The forward draws each location under no_grad and computes log pi and the baselines once
@@ -212,7 +242,7 @@ def test_batched_policy_heads_equal_the_per_glimpse_heads(grad_to_core):
     m = small_model(glimpses=4, policy_grad_to_core=grad_to_core, std=0.3)
     x = torch.rand(3, 1, 20, 20)
     torch.manual_seed(1)
-    out = m(x)
+    out = m(x, every_step_grad=True)  # a loss over the logits of every step, below
     torch.manual_seed(1)
     ref = per_glimpse_reference(m, x)
     assert torch.equal(out.locations, ref[1])

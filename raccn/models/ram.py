@@ -29,7 +29,7 @@ INITS = ("torch", "relu")
 
 
 class RAMOutput(NamedTuple):
-    logits: Tensor  #: Tensor[B, T, K] action-network logits after each glimpse
+    logits: Tensor  #: Tensor[B, T, K] action-network logits after each glimpse (graph: last step only, see forward)
     locations: Tensor  #: Tensor[B, T, 2] glimpse centres (x, y) in [-1, 1], l_0..l_{T-1}
     log_pi: Tensor  #: Tensor[B, T-1] log π of the sampled l_1..l_{T-1}
     baselines: Tensor  #: Tensor[B, T-1] b_1..b_{T-1}, the reward estimates for those actions
@@ -118,7 +118,13 @@ class RecurrentAttentionModel(nn.Module):
             return images.new_zeros(B, 2)
         return torch.rand(B, 2, device=images.device, dtype=images.dtype) * 2.0 - 1.0
 
-    def forward(self, images: Tensor, deterministic: bool = False, source: GlimpseSource | None = None) -> RAMOutput:
+    def forward(
+        self,
+        images: Tensor,
+        deterministic: bool = False,
+        source: GlimpseSource | None = None,
+        every_step_grad: bool = False,
+    ) -> RAMOutput:
         """
         Args:
             images (Tensor[B, C, H, W]): input images.
@@ -126,6 +132,12 @@ class RecurrentAttentionModel(nn.Module):
             source (GlimpseSource, optional): ``self.glimpse_net.prepare(images)``, made here when
                 None (a caller that compiles the forward passes it in, made eagerly: see
                 ``raccn.ops.prepare_glimpses``).
+            every_step_grad: record the graph of the logits of every step. By default only the
+                last step's logits ``logits[:, -1]`` are differentiable (the paper's loss reads
+                them alone); the earlier ones, for per-glimpse accuracy and pictures, are the
+                same values computed without a graph, which saves their classifier's backward
+                and the zero gradients it would send into the core. Set it for a loss over all
+                steps.
 
         Returns:
             RAMOutput with per-step logits, locations, log-probabilities and baselines.
@@ -142,10 +154,19 @@ class RecurrentAttentionModel(nn.Module):
                 l_t, raw = self.locator.sample(state[0], deterministic)
                 locations.append(l_t)
                 samples.append(raw)
-        hidden = torch.stack(hidden, dim=1)  # (B, T, hidden_size)
-        if samples:  # heads of the acting states h_1..h_{T-1}, one batched call each
-            log_pi = self.locator.log_prob(hidden[:, :-1], torch.stack(samples, dim=1))
-            baselines = self.baseline(hidden[:, :-1])
+        if samples:  # heads of the acting states h_1..h_{T-1}, time-major (contiguous), one call each
+            acting = torch.stack(hidden[:-1])  # (T-1, B, hidden_size)
+            log_pi = self.locator.log_prob(acting, torch.stack(samples)).t().contiguous()
+            baselines = self.baseline(acting).t().contiguous()
         else:
             log_pi = baselines = images.new_zeros(images.shape[0], 0)
-        return RAMOutput(self.classifier(hidden), torch.stack(locations, dim=1), log_pi, baselines)
+        return RAMOutput(self.step_logits(hidden, every_step_grad), torch.stack(locations, dim=1), log_pi, baselines)
+
+    def step_logits(self, hidden: list[Tensor], every_step_grad: bool = False) -> Tensor:
+        """The action network after every glimpse: T tensors Tensor[B, hidden_size] ->
+        Tensor[B, T, K], only the last step differentiable unless ``every_step_grad``."""
+        if every_step_grad or len(hidden) == 1 or not torch.is_grad_enabled():
+            return self.classifier(torch.stack(hidden, dim=1))
+        with torch.no_grad():
+            early = self.classifier(torch.stack(hidden[:-1], dim=1))
+        return torch.cat([early, self.classifier(hidden[-1])[:, None]], dim=1)
