@@ -203,17 +203,18 @@ def per_glimpse_reference(m, images):
     return m.classifier(stack(hidden)), stack(locations), stack(log_pis), stack(baselines)
 
 
-def test_only_the_last_logits_carry_a_graph_by_default():
-    """The default forward records the classifier's graph for the last step only: the same
-    logits at every step, and the same gradients of the paper's loss (last logits, log pi,
-    baselines) as with every step's graph; the earlier logits have no graph."""
+def test_logits_grad_last_keeps_the_values_and_the_loss_gradients():
+    """``logits_grad="last"`` (what RAMLitModule trains with) records the classifier's graph for
+    the last step only: the same logits at every step, and the same gradients of the paper's
+    loss (last logits, log pi, baselines) as the default graph of every step; the earlier logits
+    send no gradient. An unknown value is an error."""
     torch.manual_seed(0)
     m = small_model(glimpses=4, std=0.3)
     x, y = torch.rand(5, 1, 20, 20), torch.randint(0, m.classifier.fc.out_features, (5,))
     outs = []
-    for every in (False, True):
+    for mode in ("last", "all"):
         torch.manual_seed(1)
-        outs.append(m(x, every_step_grad=every))
+        outs.append(m(x, logits_grad=mode))
     lean, full = outs
     torch.testing.assert_close(lean.logits, full.logits)
     assert torch.equal(lean.locations, full.locations)
@@ -230,7 +231,9 @@ def test_only_the_last_logits_carry_a_graph_by_default():
             torch.testing.assert_close(a, b, msg=name)
     with torch.no_grad():  # evaluation: one classifier call, the same values
         torch.manual_seed(1)
-        torch.testing.assert_close(m(x).logits, lean.logits)
+        torch.testing.assert_close(m(x, logits_grad="last").logits, lean.logits)
+    with pytest.raises(ValueError, match="logits_grad"):
+        m(x, logits_grad="first")
 
 
 @pytest.mark.parametrize("grad_to_core", [False, True])
@@ -242,7 +245,7 @@ def test_batched_policy_heads_equal_the_per_glimpse_heads(grad_to_core):
     m = small_model(glimpses=4, policy_grad_to_core=grad_to_core, std=0.3)
     x = torch.rand(3, 1, 20, 20)
     torch.manual_seed(1)
-    out = m(x, every_step_grad=True)  # a loss over the logits of every step, below
+    out = m(x)  # the default graph: a loss over the logits of every step, below
     torch.manual_seed(1)
     ref = per_glimpse_reference(m, x)
     assert torch.equal(out.locations, ref[1])

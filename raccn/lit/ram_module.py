@@ -132,7 +132,7 @@ class RAMLitModule(pl.LightningModule):
             source (GlimpseSource, optional): the glimpse planes of ``images``
                 (``self.net.glimpse_net.prepare(images)``); made by the forward when None.
         """
-        out = self.net(images, source=source)
+        out = self.net(images, source=source, logits_grad="last")  # the loss reads the last step only
         return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines, self.hparams.reinforce_weight)
 
     def _compiled_training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:

@@ -26,10 +26,11 @@ from raccn.ops.glimpse import GlimpseSource
 
 INIT_LOCS = ("random", "center")
 INITS = ("torch", "relu")
+LOGITS_GRAD = ("all", "last")
 
 
 class RAMOutput(NamedTuple):
-    logits: Tensor  #: Tensor[B, T, K] action-network logits after each glimpse (graph: last step only, see forward)
+    logits: Tensor  #: Tensor[B, T, K] action-network logits after each glimpse
     locations: Tensor  #: Tensor[B, T, 2] glimpse centres (x, y) in [-1, 1], l_0..l_{T-1}
     log_pi: Tensor  #: Tensor[B, T-1] log π of the sampled l_1..l_{T-1}
     baselines: Tensor  #: Tensor[B, T-1] b_1..b_{T-1}, the reward estimates for those actions
@@ -123,7 +124,7 @@ class RecurrentAttentionModel(nn.Module):
         images: Tensor,
         deterministic: bool = False,
         source: GlimpseSource | None = None,
-        every_step_grad: bool = False,
+        logits_grad: str = "all",
     ) -> RAMOutput:
         """
         Args:
@@ -132,16 +133,17 @@ class RecurrentAttentionModel(nn.Module):
             source (GlimpseSource, optional): ``self.glimpse_net.prepare(images)``, made here when
                 None (a caller that compiles the forward passes it in, made eagerly: see
                 ``raccn.ops.prepare_glimpses``).
-            every_step_grad: record the graph of the logits of every step. By default only the
-                last step's logits ``logits[:, -1]`` are differentiable (the paper's loss reads
-                them alone); the earlier ones, for per-glimpse accuracy and pictures, are the
-                same values computed without a graph, which saves their classifier's backward
-                and the zero gradients it would send into the core. Set it for a loss over all
-                steps.
+            logits_grad: ``"all"`` records the classifier's graph at every step. ``"last"``
+                records it for the last step's logits ``logits[:, -1]`` only, the one the paper's
+                loss reads (``RAMLitModule`` trains this way): the earlier logits, for per-glimpse
+                accuracy and pictures, are the same values without a graph, which saves their
+                classifier backward and the zero gradients it would send into the core.
 
         Returns:
             RAMOutput with per-step logits, locations, log-probabilities and baselines.
         """
+        if logits_grad not in LOGITS_GRAD:
+            raise ValueError(f"logits_grad must be one of {LOGITS_GRAD}, got {logits_grad!r}")
         l_t = self.first_location(images)
         if source is None:
             source = self.glimpse_net.prepare(images)  # shared by the T glimpses
@@ -160,12 +162,12 @@ class RecurrentAttentionModel(nn.Module):
             baselines = self.baseline(acting).t().contiguous()
         else:
             log_pi = baselines = images.new_zeros(images.shape[0], 0)
-        return RAMOutput(self.step_logits(hidden, every_step_grad), torch.stack(locations, dim=1), log_pi, baselines)
+        return RAMOutput(self.step_logits(hidden, logits_grad), torch.stack(locations, dim=1), log_pi, baselines)
 
-    def step_logits(self, hidden: list[Tensor], every_step_grad: bool = False) -> Tensor:
+    def step_logits(self, hidden: list[Tensor], logits_grad: str = "all") -> Tensor:
         """The action network after every glimpse: T tensors Tensor[B, hidden_size] ->
-        Tensor[B, T, K], only the last step differentiable unless ``every_step_grad``."""
-        if every_step_grad or len(hidden) == 1 or not torch.is_grad_enabled():
+        Tensor[B, T, K], with a graph at every step or (``logits_grad="last"``) the last only."""
+        if logits_grad == "all" or len(hidden) == 1 or not torch.is_grad_enabled():
             return self.classifier(torch.stack(hidden, dim=1))
         with torch.no_grad():
             early = self.classifier(torch.stack(hidden[:-1], dim=1))
