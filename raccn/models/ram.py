@@ -162,13 +162,10 @@ class RecurrentAttentionModel(nn.Module):
             baselines = self.baseline(acting).t().contiguous()
         else:
             log_pi = baselines = images.new_zeros(images.shape[0], 0)
-        return RAMOutput(self.step_logits(hidden, logits_grad), torch.stack(locations, dim=1), log_pi, baselines)
-
-    def step_logits(self, hidden: list[Tensor], logits_grad: str = "all") -> Tensor:
-        """The action network after every glimpse: T tensors Tensor[B, hidden_size] ->
-        Tensor[B, T, K], with a graph at every step or (``logits_grad="last"``) the last only."""
-        if logits_grad == "all" or len(hidden) == 1 or not torch.is_grad_enabled():
-            return self.classifier(torch.stack(hidden, dim=1))
-        with torch.no_grad():
-            early = self.classifier(torch.stack(hidden[:-1], dim=1))
-        return torch.cat([early, self.classifier(hidden[-1])[:, None]], dim=1)
+        if logits_grad == "all" or not samples or not torch.is_grad_enabled():
+            logits = self.classifier(torch.stack(hidden, dim=1))
+        else:  # the earlier steps' logits from the acting states, without a graph
+            with torch.no_grad():
+                early = self.classifier(acting).transpose(0, 1)
+            logits = torch.cat([early, self.classifier(hidden[-1])[:, None]], dim=1)
+        return RAMOutput(logits, torch.stack(locations, dim=1), log_pi, baselines)
