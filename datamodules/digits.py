@@ -40,8 +40,8 @@ class ClutteredDigitsDataModule(DigitCanvasDataModule):
         canvas_size (int): canvas side, ``>= 8 * upscale``.
         num_distractors (int): clutter patches per canvas, ``>= 0`` (0: translated digits).
         distractor_size (int): side of each clutter patch, ``1..8 * upscale``.
-        val_size (int): validation images, ``>= 1``.
-        test_size (int): test images, ``>= 1``; ``val_size + test_size < 1797``.
+        val_size (int): validation images, ``>= 2``.
+        test_size (int): test images, ``>= 2``; ``val_size + test_size < 1797``.
         seed (int): unused (see "Comparable numbers"); accepted so that all data modules can be
             configured alike.
         predict_paths (list[str] | None): image files to predict on instead of the test split

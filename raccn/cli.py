@@ -5,8 +5,9 @@
     python train.py predict --config configs/ram_mnist.yaml --ckpt_path path/to.ckpt \
         --data.init_args.predict_paths '[a.png, b.jpg]'
 
-Extra top-level option: ``test_after_fit`` (fit, then test the best checkpoint in the same
-process; the quick start uses it). ``data.num_classes`` is linked to ``model.num_classes``.
+Extra top-level options: ``test_after_fit`` (fit, then test a checkpoint in the same process;
+the quick start uses it) and ``test_ckpt`` (which one: ``best`` by the monitored metric, or
+``last``). ``data.num_classes`` is linked to ``model.num_classes``.
 
 Every run also gets two callbacks, whatever the config lists (options on the command line):
 ``eval_report`` (``raccn.callbacks.EvalReportWriter``: after testing, ``test_report.csv`` /
@@ -18,9 +19,12 @@ and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
 
 from __future__ import annotations
 
+import warnings
+from typing import Literal
+
 from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from raccn.callbacks import EvalReportWriter, PredictionWriter
@@ -34,26 +38,45 @@ class RaccnCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--test_after_fit", type=bool, default=False,
-            help="After `fit`, run `test` on the best checkpoint (or the last weights).",
+            help="After `fit`, run `test` on the checkpoint chosen by `test_ckpt`.",
+        )
+        parser.add_argument(
+            "--test_ckpt", type=Literal["best", "last"], default="best",
+            help="What `test_after_fit` tests: `best` (the monitored ModelCheckpoint's best) or "
+                 "`last` (the unmonitored one's latest, e.g. last.ckpt); the final weights when "
+                 "none was saved. Use `last` when validation runs on the test split.",
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
         parser.add_lightning_class_args(EvalReportWriter, "eval_report")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
-    def _best_checkpoint(self) -> str | None:
-        """The best checkpoint of the first ``ModelCheckpoint`` that monitors a metric (else of
-        any, e.g. the one that keeps ``last.ckpt``); None when nothing was saved."""
+    def _best_checkpoint(self, which: str = "best") -> str | None:
+        """``best``: the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric
+        (else of any, e.g. the one that keeps ``last.ckpt``); ``last``: the latest of the first
+        one that monitors nothing (else of any). None when nothing was saved."""
         found = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path]
-        found.sort(key=lambda cb: cb.monitor is None)  # stable: config order among equals
+        found.sort(key=lambda cb: (cb.monitor is None) == (which == "best"))  # stable: config order among equals
         return found[0].best_model_path if found else None
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
             return
-        ckpt = self._best_checkpoint()
+        ckpt = self._best_checkpoint(self.config.fit.get("test_ckpt", "best"))
         rank_zero_info(f"Testing {'checkpoint ' + ckpt if ckpt else 'the final weights'}")
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        # A weight-averaging callback (EMA) still holds fit's averaged model, and on loading the
+        # checkpoint it would put the raw weights (``current_model_state``) back in. The
+        # checkpoint's ``state_dict`` holds the averaged weights, the ones validation scored and
+        # ``train.py test --ckpt_path`` tests: test those, without the callback.
+        callbacks = self.trainer.callbacks
+        if ckpt:
+            self.trainer.callbacks = [cb for cb in callbacks if not isinstance(cb, WeightAveraging)]
+        try:
+            with warnings.catch_warnings():  # "... callbacks used to create the checkpoint": on purpose
+                warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        finally:
+            self.trainer.callbacks = callbacks
 
 
 def main(args=None, run: bool = True) -> RaccnCLI:

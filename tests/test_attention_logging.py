@@ -134,3 +134,39 @@ def test_picture_callbacks_reject_bad_values(bad):
     for cls in (GlimpseTrajectoryWriter, ZoomChainWriter):
         with pytest.raises(ValueError, match=next(iter(bad))):
             cls(**bad)
+
+
+@pytest.mark.parametrize("ema_first", [True, False])
+def test_validation_pictures_use_the_weights_validation_used(tmp_path, monkeypatch, ema_first):
+    """With an EMA callback, validation runs on the averaged weights; the epoch's pictures must
+    be drawn with those too, whichever order the callbacks are listed in (the EMA callback
+    swaps the raw weights back in its on_validation_epoch_end)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EMAWeightAveraging
+
+    from raccn.callbacks import GlimpseTrajectoryWriter
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    cli = main(["--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                "--trainer.logger=false"], run=False)
+    fingerprint = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()]).clone()
+    seen = {}
+
+    class Spy(pl.Callback):
+        def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs):
+            seen["validated"] = fingerprint(pl_module)
+
+    class Writer(GlimpseTrajectoryWriter):
+        def render(self, pl_module, *args, **kwargs):
+            seen["drawn"] = fingerprint(pl_module)
+            return super().render(pl_module, *args, **kwargs)
+
+    ema, writer = EMAWeightAveraging(decay=0.5), Writer(num_images=2, every_n_epochs=1)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         accelerator="cpu", default_root_dir=str(tmp_path),
+                         callbacks=[ema, writer, Spy()] if ema_first else [writer, ema, Spy()])
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert "drawn" in seen and torch.equal(seen["drawn"], seen["validated"])
+    assert any(p.endswith("grid.png") for p in writer.written)

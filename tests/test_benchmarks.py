@@ -47,3 +47,19 @@ def test_public_style_model_trains_one_step():
     images, target = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     step = bench.public_style_step(Args, images, target)
     step()  # forward, loss, backward, Adam: runs without error on the issue's 28x28 work
+
+
+def test_apn_pretrain_lr_reports_each_case_and_adam_reaches_the_target(capsys):
+    """One line per (feature scale, optimiser); on a small trunk (its random-init features
+    scaled by 1000 to a mean of ~0.1), Adam at 1e-4 (the paper configs' APN optimiser) moves
+    the box toward the pre-training target, SGD at the paper's 1e-6 leaves it where it starts."""
+    import json
+    bench = load_benchmark("apn_pretrain_lr")
+    bench.main(["--backbone", "small_vgg_bn", "--size", "64", "--apn-hidden", "32", "--apn-pool", "3",
+                "--steps", "150", "--feature-scales", "1000", "--optimisers", "sgd1e-6", "adam1e-4",
+                "--threads", "1"])
+    rows = {r["optimiser"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"sgd1e-6", "adam1e-4"}
+    assert rows["sgd1e-6"]["loss_end"] > 0.99 * rows["sgd1e-6"]["loss_start"]
+    assert rows["adam1e-4"]["loss_end"] < 0.5 * rows["adam1e-4"]["loss_start"]
+    assert rows["adam1e-4"]["box_error_px"] < 0.5 * rows["sgd1e-6"]["box_error_px"]

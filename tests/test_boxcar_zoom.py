@@ -158,7 +158,7 @@ def test_mask_invalid_arguments(args, match):
         boxcar_mask(*args)
 
 
-@pytest.mark.parametrize("k", [0.0, -1.0])
+@pytest.mark.parametrize("k", [0.0, -1.0, float("inf"), float("nan")])
 def test_mask_invalid_k(k):
     with pytest.raises(ValueError, match="k must be > 0"):
         boxcar_mask(torch.rand(1, 3), 4, 4, k=k)

@@ -103,9 +103,11 @@ def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
     assert ckpts[1]["filename"] == "last" and not any(c.get("save_last") for c in ckpts)
 
 
-def test_last_ckpt_holds_the_last_epoch_when_the_best_is_earlier(tmp_path, monkeypatch):
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_last_ckpt_holds_the_last_epoch_when_the_best_is_earlier(which, tmp_path, monkeypatch):
     """Lightning >= 2.6 writes save_last's last.ckpt only when the monitored best improves; with
-    lr = 0 it never does after epoch 0, and last.ckpt must still be epoch 2's."""
+    lr = 0 it never does after epoch 0, and last.ckpt must still be epoch 2's. ``test_ckpt``
+    chooses which of the two the test after fit loads."""
     import torch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -113,12 +115,37 @@ def test_last_ckpt_holds_the_last_epoch_when_the_best_is_earlier(tmp_path, monke
                 "--model.init_args.optimizer.init_args.lr=0", "--trainer.max_epochs=3",
                 "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
                 "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
-                "--trainer.logger=false", "--test_after_fit=true"])
+                "--trainer.logger=false", "--test_after_fit=true", f"--test_ckpt={which}"])
     folder = tmp_path / "runs" / "ram_quickstart" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best-epoch=00.ckpt", "last.ckpt"]
     assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 2
-    assert os.path.abspath(cli._best_checkpoint()) == str(folder / "best-epoch=00.ckpt")  # tested after fit
+    tested = {"best": "best-epoch=00.ckpt", "last": "last.ckpt"}[which]
+    assert os.path.abspath(cli.trainer.ckpt_path) == str(folder / tested)
 
+
+
+def test_test_after_fit_tests_the_averaged_weights_of_an_ema_run(tmp_path, monkeypatch):
+    """With an EMA callback, a checkpoint's state_dict holds the averaged weights (the ones
+    validation scored) and current_model_state the raw ones; the test after fit must use the
+    averaged weights, as `train.py test --ckpt_path` does, not have the callback put the raw
+    ones back."""
+    import torch
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    ema = '{"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}'
+    cli = main(["fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                f"--trainer.callbacks+={ema}", "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
+                "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
+                "--trainer.logger=false", "--test_after_fit=true"])
+    ckpt = torch.load(cli._best_checkpoint(), weights_only=False)
+    tested = cli.model.state_dict()
+    assert "current_model_state" in ckpt  # written by the EMA callback
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)  # the two differ
+    assert all(torch.equal(tested[k], averaged[k]) for k in averaged)
+    assert any(isinstance(cb, __import__("pytorch_lightning").callbacks.WeightAveraging)
+               for cb in cli.trainer.callbacks)  # the trainer's callbacks are restored afterwards
 
 # -- RA-CNN configs on fixture folders in the real layouts ----------------------------------
 from finegrained_fixtures import write_cars, write_cub, write_dogs
@@ -137,6 +164,11 @@ def test_racnn_paper_configs_instantiate(name, tmp_path):
     assert (hp.k, hp.margin, round(hp.min_side_fraction, 4), hp.fusion) == (10.0, 0.05, 0.3333, "concat")
     assert hp.num_classes == cli.datamodule.num_classes == len({i.label for i in fixture.images})
     assert len(cli.model.net.trunks) == 3  # separate trunks (paper)
+    # validation runs on the test split (val_split 0): the run tests its last weights
+    assert cli.datamodule.val_split == 0 and cli.config.test_ckpt == "last"
+    import torch
+    apn_opt = cli.model.configure_optimizers()[1]  # scale-free steps for the sigmoid-headed APN
+    assert isinstance(apn_opt, torch.optim.Adam) and apn_opt.defaults["lr"] == 1e-4 and hp.rank_lr_factor == 0.03
 
 
 def test_racnn_fit_and_test_on_cub_fixture(tmp_path):

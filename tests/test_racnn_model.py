@@ -239,6 +239,10 @@ def test_test_table_and_metric_names(tmp_path, capsys):
 @pytest.mark.parametrize("kwargs,match", [
     ({"k": 0.0}, "k .* must be > 0"),
     ({"margin": -0.1}, "margin must be >= 0"),
+    ({"margin": float("nan")}, "margin must be >= 0 and finite"),
+    ({"margin": float("inf")}, "margin must be >= 0 and finite"),
+    ({"k": float("inf")}, "k .* must be > 0 and finite"),
+    ({"k": float("nan")}, "k .* must be > 0 and finite"),
     ({"min_side_fraction": 1.0}, "min_side_fraction must be in \\(0, 1\\)"),
     ({"min_side_fraction": 0.0}, "min_side_fraction must be in \\(0, 1\\)"),
     ({"num_scales": 1, "input_sizes": [64]}, "num_scales must be >= 2"),
@@ -290,6 +294,85 @@ def test_rank_phase_leaves_batchnorm_statistics_alone():
     assert torch.equal(bn.running_mean, before) and m.net.trunks.training
     assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs
 
+
+
+def graph_leaves(loss: Tensor) -> set[int]:
+    """ids of the leaf tensors (parameters) the loss's autograd graph reaches."""
+    seen, stack, leaves = set(), [loss.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # AccumulateGrad
+            leaves.add(id(node.variable))
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return leaves
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "rank", "cls"])
+def test_each_phase_builds_a_graph_over_its_own_parameters_only(phase, tmp_path):
+    """The phase's optimiser is toggled before the forward: an APN phase's graph holds no trunk
+    or classifier weight (the backward computes none of their gradients and does not go
+    through scale 1's trunk at all), a classification step's none of the APNs'."""
+    pl.seed_everything(0)
+    m = module(apn_pretrain_steps=0)
+    m.phase = phase
+    graphs = []
+    m.manual_backward = lambda loss: (graphs.append(graph_leaves(loss)), loss.backward())
+    pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+               limit_val_batches=0).fit(m, datamodule=TinyData())
+    apn = {id(p) for p in m.net.apns.parameters()}
+    assert graphs and graphs[0]
+    if phase == "cls":
+        assert not graphs[0] & apn
+    else:
+        assert graphs[0] <= apn
+    assert all(p.requires_grad for p in m.parameters())  # untoggled after the step
+
+
+DDP_SCRIPT = """
+import sys
+import pytorch_lightning as pl, torch
+sys.path.insert(0, {tests!r})
+from test_racnn_model import TinyData, module
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    pl.seed_everything(0)
+    m = module(num_scales=2, input_sizes=[64, 64])
+    t = pl.Trainer(max_steps=6, accelerator="cpu", devices=2, strategy={strategy!r}, logger=False,
+                   enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                   num_sanity_val_steps=0, limit_val_batches=1)
+    t.fit(m, datamodule=TinyData())
+    print("RANK", t.global_rank, "step", t.global_step, "phase", m.phase, flush=True)
+"""
+
+
+def test_ddp_trains_every_phase_with_the_default_strategy(tmp_path):
+    """Two CPU processes (gloo) through pre-training, classification and ranking steps with
+    strategy='ddp': each phase leaves the other's parameters without gradients, which plain
+    DDP rejects unless the module turns on find_unused_parameters."""
+    import subprocess
+    import sys
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), strategy="ddp"))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(line for line in r.stdout.splitlines() if line.startswith("RANK")) == [
+        "RANK 0 step 6 phase rank", "RANK 1 step 6 phase rank"]  # after pretrain, cls, cls, rank, cls, cls
+
+
+def test_ddp_without_find_unused_parameters_is_refused_before_training(tmp_path):
+    m = module()
+    m.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp_find_unused_parameters_false",
+                           logger=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+        m.setup("fit")
+    m.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False, default_root_dir=tmp_path)
+    m.setup("fit")
+    assert m.trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
 
 def peaked_map() -> Tensor:
     """Tensor[1, 2, 4, 4]: peak 1 at cell (row 1, col 3) of 16-px cells on a 64-px input, 0.5 at

@@ -75,6 +75,8 @@ def test_gradient_raises_fine_and_lowers_coarse_true_class():
     (scale_logits((0,)), TARGET, 0.05, ">= 2 scales"),
     (torch.stack(scale_logits((0, 1))), TARGET, 0.05, "list of Tensor\\[B, K\\]"),
     (scale_logits((0, 1)), TARGET, -0.01, "margin must be >= 0"),
+    (scale_logits((0, 1)), TARGET, float("nan"), "margin must be >= 0 and finite"),
+    (scale_logits((0, 1)), TARGET, float("inf"), "margin must be >= 0 and finite"),
     ([torch.zeros(3, 3), torch.zeros(3, 4)], TARGET, 0.05, "same shape"),
     ([torch.zeros(3), torch.zeros(3)], TARGET, 0.05, "Tensor\\[B, K\\]"),
     (scale_logits((0, 1)), TARGET[:2], 0.05, "target"),

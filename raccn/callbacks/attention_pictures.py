@@ -2,8 +2,8 @@
 
 For a fixed set of images (the first ``num_images`` of the validation loader, and of the test
 loader), a subclass renders one picture per image and a table (rows of plain values). At the end
-of every ``every_n_epochs``-th validation epoch (not during the sanity check) and at the end of
-testing, this base
+of every ``every_n_epochs``-th validation epoch (after its last batch, with the weights validation
+used, e.g. an EMA's; not during the sanity check) and at the end of testing, this base
 
 - writes the pictures as PNG files into ``<run dir>/<dirname>/<tag>/`` (``tag`` = ``epoch003``
   or ``test``) with a contact sheet ``grid.png`` and the table as ``table.csv``, whatever the
@@ -74,6 +74,7 @@ class AttentionPictureCallback(pl.Callback):
         self.num_images, self.dirname, self.key = num_images, dirname, key
         self.every_n_epochs, self.upscale, self.seed = every_n_epochs, upscale, seed
         self._fixed: dict[str, list[list[Tensor]]] = {"val": [], "test": []}
+        self._val_drawn: int | None = None  # epoch whose validation pictures are written
         self.written: list[str] = []  #: files written by the last call
 
     # -- the subclass's part ---------------------------------------------------------------
@@ -106,8 +107,15 @@ class AttentionPictureCallback(pl.Callback):
         return [torch.cat(parts) for parts in zip(*store)]
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking and dataloader_idx == 0:
-            self._collect("val", batch)
+        if trainer.sanity_checking or dataloader_idx != 0:
+            return
+        self._collect("val", batch)
+        # Drawn after the loader's last batch, while the weights validation used are still in
+        # place: a weight-averaging callback (EMA) swaps the raw weights back in its
+        # on_validation_epoch_end, which may run before this callback's.
+        if self._val_due(trainer) and batch_idx + 1 == trainer.num_val_batches[0]:
+            self._emit(trainer, pl_module, "val", f"epoch{trainer.current_epoch:03d}")
+            self._val_drawn = trainer.current_epoch
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._fixed["test"] = []
@@ -134,11 +142,14 @@ class AttentionPictureCallback(pl.Callback):
 
         return to_display
 
+    def _val_due(self, trainer) -> bool:
+        return self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self.every_n_epochs == 0:
-            return
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        # a loader without a length (num_val_batches inf) is drawn here instead
+        if not trainer.sanity_checking and self._val_due(trainer) and self._val_drawn != trainer.current_epoch:
             self._emit(trainer, pl_module, "val", f"epoch{trainer.current_epoch:03d}")
+            self._val_drawn = trainer.current_epoch
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._emit(trainer, pl_module, "test", "test")

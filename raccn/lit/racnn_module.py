@@ -36,7 +36,9 @@ from contextlib import contextmanager
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -138,8 +140,8 @@ class RACNNLitModule(pl.LightningModule):
         cls_box_jitter: float = 0.0,
     ) -> None:
         super().__init__()
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0 (paper: 0.05), got {margin!r}")
+        if not (margin >= 0 and math.isfinite(margin)):
+            raise ValueError(f"margin must be >= 0 and finite (paper: 0.05), got {margin!r}")
         if phase_unit not in ("steps", "epochs"):
             raise ValueError(f"phase_unit must be 'steps' or 'epochs', got {phase_unit!r}")
         if cls_length < 1 or rank_length < 1:
@@ -194,6 +196,25 @@ class RACNNLitModule(pl.LightningModule):
         })
 
     # -- optimisation ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Under DDP, turn on ``find_unused_parameters``: each phase trains only its own
+        parameters (the APNs get no gradient in a classification step, the trunks and
+        classifiers none in a ranking step), which plain DDP rejects at the second step. Runs
+        before the strategy wraps the model."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if stage != "fit" or not isinstance(strategy, DDPStrategy):
+            return
+        kwargs = strategy._ddp_kwargs  # what DDPStrategy passes to DistributedDataParallel
+        if kwargs.get("find_unused_parameters") is False:
+            raise ValueError(
+                "RA-CNN's phases train disjoint parameter sets, so DDP needs find_unused_parameters=True: "
+                "use --trainer.strategy ddp_find_unused_parameters_true (or 'ddp'), not "
+                "find_unused_parameters=False"
+            )
+        if not kwargs.get("find_unused_parameters"):
+            kwargs["find_unused_parameters"] = True
+            rank_zero_info("RA-CNN under DDP: find_unused_parameters=True (each phase trains its own parameters)")
+
     def configure_optimizers(self):
         net = self.net
         cls_params = [*net.trunks.parameters(), *net.classifiers.parameters()]
@@ -233,15 +254,14 @@ class RACNNLitModule(pl.LightningModule):
         return 0.5 * (1.0 + math.cos(math.pi * t))
 
     def _step(self, optimizer, loss: Tensor, lr_factor: float = 1.0) -> None:
+        """Backward and step of ``optimizer`` (toggled by the caller before the forward)."""
         lr_factor = lr_factor * self.lr_schedule_factor()
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
             group["lr"] = group["base_lr"] * lr_factor
-        self.toggle_optimizer(optimizer)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self.untoggle_optimizer(optimizer)
 
     def pretrain_targets(self, out: RACNNOutput, target: Tensor | None = None) -> list[Tensor]:
         """Per APN, the square (Tensor[B, 3]) centred on the peak (or centroid, see
@@ -297,8 +317,16 @@ class RACNNLitModule(pl.LightningModule):
         return None
 
     def training_step(self, batch, batch_idx: int) -> None:
-        images, target = batch[0], batch[1]
         opt_cls, opt_apn = self.optimizers()
+        # Toggled before the forward: the parameters the phase does not train have
+        # requires_grad=False while the graph is built, so the backward computes no gradients for
+        # them (APN phases: no weight gradients of the trunks, no backward through scale 1's).
+        with self.toggled_optimizer(opt_cls if self.phase in ("cls", "warmup") else opt_apn):
+            self._phase_step(batch, opt_cls, opt_apn)
+        self._advance("steps")
+
+    def _phase_step(self, batch, opt_cls, opt_apn) -> None:
+        images, target = batch[0], batch[1]
         phase = self.phase
         if phase in ("pretrain", "reanchor"):
             out = self._frozen_forward(images)
@@ -321,7 +349,6 @@ class RACNNLitModule(pl.LightningModule):
             self.log("train/loss_rank", loss, prog_bar=True)
         logged = {"warmup": "cls", "reanchor": "pretrain"}.get(phase, phase)
         self.log("train/phase", float(PHASES.index(logged)))
-        self._advance("steps")
 
     def on_train_epoch_end(self) -> None:
         self._advance("epochs")

@@ -11,6 +11,7 @@ Computed on probabilities, not raw logits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,8 +43,8 @@ def check_ranking_args(logits: Sequence[Tensor], target: Tensor, margin: float) 
             f"target must be Tensor[B] of integer class indices with B={shape[0]}, got "
             f"{target.dtype} of shape {tuple(target.shape)}"
         )
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0 (the paper uses 0.05), got {margin!r}")
+    if not (margin >= 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be >= 0 and finite (the paper uses 0.05), got {margin!r}")
 
 
 def ranking_loss(logits: Sequence[Tensor], target: Tensor, margin: float = 0.05) -> Tensor:

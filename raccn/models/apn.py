@@ -3,8 +3,12 @@
 Two stacked fully connected layers on the trunk's last conv features, then a sigmoid, give
 u = (u_x, u_y, u_l) in (0, 1)^3, mapped to a square inside the scale's L x L input::
 
-    tl = L/2 * (f + (1 - f) u_l)          f = min_side_fraction (paper: 1/3 of the previous extent)
+    tl = L/2 * (f + (1 - f) u_l)          f = min_side_fraction (paper: 1/3)
     tx = tl + (L - 2 tl) u_x,   ty = tl + (L - 2 tl) u_y     (the box never leaves the image)
+
+so the box's side 2 tl is at least f times the previous scale's side L (tl >= f L / 2). Some
+public reimplementations read the paper's bound as tl >= L/3 (side >= 2L/3): that is
+``min_side_fraction = 2/3`` here.
 
 The last layer starts at zero, i.e. a centred box of half side L/2 * (1 + f) / 2.
 """

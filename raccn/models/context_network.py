@@ -62,8 +62,10 @@ class ContextNetwork(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """
         Args:
-            images (Tensor[B, C, H, W]): whole images, any size (area-averaged to
-                ``context_size``; smaller images are upsampled by replication).
+            images (Tensor[B, C, H, W]): whole images, any size, brought to ``context_size``
+                by ``F.adaptive_avg_pool2d`` (each output cell the mean of whole input pixels
+                over a bin; the bins overlap when the sizes do not divide, e.g. 54 -> 32, so it
+                is not an exact area average; smaller images are upsampled by replication).
 
         Returns:
             Tensor[B, out_dim]: c_I, in (-1, 1).

@@ -10,6 +10,7 @@ average of the scales' softmax outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -91,8 +92,8 @@ class RACNN(nn.Module):
             raise ValueError(
                 f"input_sizes must list one positive side per scale ({num_scales}), got {list(input_sizes)}"
             )
-        if not k > 0:
-            raise ValueError(f"k (boxcar steepness) must be > 0 (paper: 10), got {k!r}")
+        if not (k > 0 and math.isfinite(k)):
+            raise ValueError(f"k (boxcar steepness) must be > 0 and finite (paper: 10), got {k!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if apn_features not in APN_FEATURES:

@@ -15,6 +15,8 @@ y-factor.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -22,11 +24,11 @@ __all__ = ["boxcar_mask", "check_boxcar_args"]
 
 
 def check_k(k: float) -> None:
-    """Raise ``ValueError`` unless the mask steepness ``k`` is > 0."""
-    if not k > 0:
+    """Raise ``ValueError`` unless the mask steepness ``k`` is > 0 and finite."""
+    if not (k > 0 and math.isfinite(k)):
         raise ValueError(
-            f"k must be > 0 (steepness of the mask edges; the paper uses a large value such "
-            f"as 10), got {k!r}"
+            f"k must be > 0 and finite (steepness of the mask edges; the paper uses a large "
+            f"value such as 10), got {k!r}"
         )
 
 

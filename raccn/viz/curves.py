@@ -13,7 +13,7 @@ import argparse
 import csv
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["plot_curve", "read_series"]
 
@@ -49,6 +49,10 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: 
     py = lambda y: H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom)
     img = Image.new("RGB", size, (255, 255, 255))
     d = ImageDraw.Draw(img)
+    try:  # Pillow's scalable default font: the bitmap one at its default size all but drops spaces
+        d.font = ImageFont.load_default(size=12)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: the bitmap font
+        pass
     d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
     for t in _ticks(x0, x1):
         d.line([(px(t), H - bottom), (px(t), top)], fill=(225, 225, 225))
@@ -61,7 +65,8 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: 
         d.line(points, fill=(30, 90, 200), width=2)
     for cx, cy in points:
         d.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill=(30, 90, 200))
-    d.text((left + (W - left - right) // 2 - 3 * len(x_label), H - bottom + 22), x_label, fill=(0, 0, 0))
+    label_w = d.textlength(x_label)
+    d.text((left + ((W - left - right) - label_w) // 2, H - bottom + 22), x_label, fill=(0, 0, 0))
     d.text((5, 8), f"{y_label}   {title}", fill=(0, 0, 0))
     return img
 
