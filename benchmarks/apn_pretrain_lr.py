@@ -67,18 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     apn = m.net.apns[0]
     start = {k: v.clone() for k, v in apn.state_dict().items()}
     for scale in a.feature_scales:
+        scaled = features * scale
         for name in a.optimisers:
             apn.load_state_dict(start)
             opt = OPTIMISERS[name](apn.parameters())
             losses = []
             for _ in range(a.steps):
-                loss = F.mse_loss(apn(features * scale, L) / L, targets / L)
+                loss = F.mse_loss(apn(scaled, L) / L, targets / L)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
             with torch.no_grad():
-                error = (apn(features * scale, L) - targets).abs().mean().item()
+                error = (apn(scaled, L) - targets).abs().mean().item()
             print(json.dumps({
                 "benchmark": "apn_pretrain_lr", "backbone": a.backbone, "size": L, "steps": a.steps,
                 "feature_scale": scale, "feature_mean": round(float(features.mean()) * scale, 5),

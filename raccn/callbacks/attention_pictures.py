@@ -114,8 +114,7 @@ class AttentionPictureCallback(pl.Callback):
         # place: a weight-averaging callback (EMA) swaps the raw weights back in its
         # on_validation_epoch_end, which may run before this callback's.
         if self._val_due(trainer) and batch_idx + 1 == trainer.num_val_batches[0]:
-            self._emit(trainer, pl_module, "val", f"epoch{trainer.current_epoch:03d}")
-            self._val_drawn = trainer.current_epoch
+            self._emit_val(trainer, pl_module)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._fixed["test"] = []
@@ -145,11 +144,14 @@ class AttentionPictureCallback(pl.Callback):
     def _val_due(self, trainer) -> bool:
         return self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
+    def _emit_val(self, trainer, pl_module) -> None:
+        self._emit(trainer, pl_module, "val", f"epoch{trainer.current_epoch:03d}")
+        self._val_drawn = trainer.current_epoch
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         # a loader without a length (num_val_batches inf) is drawn here instead
         if not trainer.sanity_checking and self._val_due(trainer) and self._val_drawn != trainer.current_epoch:
-            self._emit(trainer, pl_module, "val", f"epoch{trainer.current_epoch:03d}")
-            self._val_drawn = trainer.current_epoch
+            self._emit_val(trainer, pl_module)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._emit(trainer, pl_module, "test", "test")

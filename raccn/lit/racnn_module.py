@@ -44,6 +44,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.losses import ranking_loss
+from raccn.losses.ranking import check_margin
 from raccn.models.apn import square_from_unit
 from raccn.models.racnn import APN_FEATURES, RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
@@ -140,8 +141,7 @@ class RACNNLitModule(pl.LightningModule):
         cls_box_jitter: float = 0.0,
     ) -> None:
         super().__init__()
-        if not (margin >= 0 and math.isfinite(margin)):
-            raise ValueError(f"margin must be >= 0 and finite (paper: 0.05), got {margin!r}")
+        check_margin(margin)
         if phase_unit not in ("steps", "epochs"):
             raise ValueError(f"phase_unit must be 'steps' or 'epochs', got {phase_unit!r}")
         if cls_length < 1 or rank_length < 1:
@@ -201,10 +201,9 @@ class RACNNLitModule(pl.LightningModule):
         parameters (the APNs get no gradient in a classification step, the trunks and
         classifiers none in a ranking step), which plain DDP rejects at the second step. Runs
         before the strategy wraps the model."""
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if stage != "fit" or not isinstance(strategy, DDPStrategy):
+        if stage != "fit" or not isinstance(self.trainer.strategy, DDPStrategy):
             return
-        kwargs = strategy._ddp_kwargs  # what DDPStrategy passes to DistributedDataParallel
+        kwargs = self.trainer.strategy._ddp_kwargs  # what DDPStrategy passes to DistributedDataParallel
         if kwargs.get("find_unused_parameters") is False:
             raise ValueError(
                 "RA-CNN's phases train disjoint parameter sets, so DDP needs find_unused_parameters=True: "
@@ -321,11 +320,13 @@ class RACNNLitModule(pl.LightningModule):
         # Toggled before the forward: the parameters the phase does not train have
         # requires_grad=False while the graph is built, so the backward computes no gradients for
         # them (APN phases: no weight gradients of the trunks, no backward through scale 1's).
-        with self.toggled_optimizer(opt_cls if self.phase in ("cls", "warmup") else opt_apn):
-            self._phase_step(batch, opt_cls, opt_apn)
+        optimizer = opt_cls if self.phase in ("cls", "warmup") else opt_apn
+        with self.toggled_optimizer(optimizer):
+            self._phase_step(batch, optimizer)
         self._advance("steps")
 
-    def _phase_step(self, batch, opt_cls, opt_apn) -> None:
+    def _phase_step(self, batch, optimizer) -> None:
+        """Forward, loss and step of the current phase; ``optimizer`` is the phase's (toggled)."""
         images, target = batch[0], batch[1]
         phase = self.phase
         if phase in ("pretrain", "reanchor"):
@@ -334,18 +335,18 @@ class RACNNLitModule(pl.LightningModule):
                 F.mse_loss(box / x.shape[-1], t / x.shape[-1])
                 for box, t, x in zip(out.boxes, self.pretrain_targets(out, target), out.inputs)
             )
-            self._step(opt_apn, loss)
+            self._step(optimizer, loss)
             self.log("train/loss_pretrain", loss, prog_bar=True)
         elif phase in ("cls", "warmup"):
             out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase))
             loss = sum(F.cross_entropy(z, target) for z in out.logits)
             loss = loss + F.cross_entropy(out.fused_logits, target)
-            self._step(opt_cls, loss)
+            self._step(optimizer, loss)
             self.log("train/loss_cls", loss, prog_bar=True)
         else:
             out = self._frozen_forward(images)
             loss = ranking_loss(out.logits, target, self.hparams.margin)
-            self._step(opt_apn, loss, self.hparams.rank_lr_factor)
+            self._step(optimizer, loss, self.hparams.rank_lr_factor)
             self.log("train/loss_rank", loss, prog_bar=True)
         logged = {"warmup": "cls", "reanchor": "pretrain"}.get(phase, phase)
         self.log("train/phase", float(PHASES.index(logged)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["check_ranking_args", "ranking_loss"]
+__all__ = ["check_margin", "check_ranking_args", "ranking_loss"]
 
 
 def check_ranking_args(logits: Sequence[Tensor], target: Tensor, margin: float) -> None:
@@ -43,6 +43,11 @@ def check_ranking_args(logits: Sequence[Tensor], target: Tensor, margin: float) 
             f"target must be Tensor[B] of integer class indices with B={shape[0]}, got "
             f"{target.dtype} of shape {tuple(target.shape)}"
         )
+    check_margin(margin)
+
+
+def check_margin(margin: float) -> None:
+    """Raise ``ValueError`` unless the ranking margin is >= 0 and finite."""
     if not (margin >= 0 and math.isfinite(margin)):
         raise ValueError(f"margin must be >= 0 and finite (the paper uses 0.05), got {margin!r}")
 
