@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import sys
 
 import pytest
@@ -32,3 +34,33 @@ def test_nvml_check_is_dropped_only_when_nvml_cannot_load(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_tune_cpu_allocator_applies_on_linux():
     assert runtime.tune_cpu_allocator() is True
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _mapped_bytes_while_holding(nbytes: int) -> int:
+    """Bytes glibc holds in mmap'ed blocks while a tensor of ``nbytes`` is alive."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    block = torch.empty(nbytes // 4, dtype=torch.float32)
+    mapped = libc.mallinfo2().hblkhd
+    del block
+    return mapped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_cpu_allocator_serves_blocks_above_the_mmap_cap_from_the_heap():
+    # 64 MB is above glibc's 32 MB cap on the mmap threshold: by default it is mapped (and
+    # faulted in anew at every allocation); tuned, it comes from the heap and is reused
+    big = 64 << 20
+    try:
+        assert runtime.tune_cpu_allocator(mmap_max=65536) is True  # glibc's default count
+        assert _mapped_bytes_while_holding(big) >= big
+        assert runtime.tune_cpu_allocator() is True
+        assert _mapped_bytes_while_holding(big) < big
+    finally:
+        runtime.tune_cpu_allocator()
