@@ -84,15 +84,15 @@ def main() -> None:
         cls.append(timed(cls_step))
         rank.append(timed(rank_step))
     ref_s, cls_s, rank_s = (statistics.median(v) for v in (ref, cls, rank))
+    paired = [c / r for c, r in zip(cls, ref)]  # each step over the reference measured just before it
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "benchmark": "racnn_speed", "backbone": a.backbone, "sizes": a.sizes, "batch": B,
         "threads": a.threads, "channels_last": a.channels_last, "mmap_large_blocks": a.mmap_large_blocks, "trunks_fwd_bwd_s": round(ref_s, 3), "cls_step_s": round(cls_s, 3),
         "rank_step_s": round(rank_s, 3), "cls_ratio": round(cls_s / ref_s, 3),
         "rank_ratio": round(rank_s / ref_s, 3),
-        # per round, each step over the reference measured just before it (host drift cancels)
-        "cls_ratio_rounds": [round(c / r, 3) for c, r in zip(cls, ref)],
-        "cls_ratio_paired_median": round(statistics.median(c / r for c, r in zip(cls, ref)), 3),
+        "cls_ratio_rounds": [round(x, 3) for x in paired],  # host drift between rounds cancels
+        "cls_ratio_paired_median": round(statistics.median(paired), 3),
         "params_M": round(params / 1e6, 2),
         "cls_phase_trained_M": round(trainable([model.trunks, model.classifiers]) / 1e6 + (trainable([model.fuse]) / 1e6 if model.fuse is not None else 0), 2),
         "apn_trained_M": round(trainable([model.apns]) / 1e6, 2),
