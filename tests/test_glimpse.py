@@ -159,7 +159,7 @@ def test_subpixel_random_locations_against_summed_area_reference(size, scales, f
     torch.manual_seed(3)
     images = torch.rand(3, 2, 9, 13, dtype=torch.float64)
     loc = torch.rand(3, 2, dtype=torch.float64) * 2.6 - 1.3
-    source = prepare_glimpses(images, scales, factor)
+    source = prepare_glimpses(images, size, scales, factor)
     assert source.method == ("integral" if factor == 1.5 else "box")
     out = glimpse(images, loc, size, scales, factor, source)
     torch.testing.assert_close(out, integral_reference(images, loc, size, scales, factor), rtol=0, atol=1e-12)
@@ -179,9 +179,11 @@ def test_float32_matches_float64():
 
 def test_source_must_match_the_glimpse():
     images = torch.rand(2, 1, 8, 8)
-    source = prepare_glimpses(images, 2, 2.0)
+    source = prepare_glimpses(images, 4, 2, 2.0)
     with pytest.raises(ValueError, match="prepare_glimpses"):
         glimpse(images, torch.zeros(2, 2), 4, 3, 2.0, source)  # scales differ
+    with pytest.raises(ValueError, match="prepare_glimpses"):
+        glimpse(images, torch.zeros(2, 2), 3, 2, 2.0, source)  # size differs
     with pytest.raises(ValueError, match="prepare_glimpses"):
         glimpse(torch.rand(3, 1, 8, 8), torch.zeros(3, 2), 4, 2, 2.0, source)  # other images
 
@@ -204,7 +206,7 @@ def test_prepare_glimpses_runs_eagerly_under_compile(monkeypatch):
     images, loc = torch.rand(4, 1, 20, 20), torch.rand(4, 2) * 2 - 1
 
     def two_glimpses(images, loc):
-        source = prepare_glimpses(images, 3, 2.0)
+        source = prepare_glimpses(images, 4, 3, 2.0)
         return glimpse(images, loc, 4, 3, 2.0, source) + glimpse(images, -loc, 4, 3, 2.0, source)
 
     torch._dynamo.reset()

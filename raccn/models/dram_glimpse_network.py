@@ -52,8 +52,8 @@ class DRAMGlimpseNetwork(nn.Module):
         self.fc_loc = nn.Linear(2, out_dim)
 
     def prepare(self, images: Tensor) -> GlimpseSource:
-        """``prepare_glimpses`` for this sensor: the per-batch part of every glimpse of ``images``."""
-        return prepare_glimpses(images, self.scales, self.scale_factor)
+        """``prepare_glimpses`` for this sensor: the location-independent part of every glimpse of ``images``."""
+        return prepare_glimpses(images, self.patch_size, self.scales, self.scale_factor)
 
     def forward(self, images: Tensor, loc: Tensor, source: GlimpseSource | None = None) -> Tensor:
         """

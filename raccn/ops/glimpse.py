@@ -22,10 +22,11 @@ cell side ``c_j = scale_factor**j`` (pixels per output pixel):
   piecewise-constant image over ``[0, x] x [0, y]`` is the bilinear interpolation of ``S``) and
   each cell is ``S(x1, y1) - S(x0, y1) - S(x1, y0) + S(x0, y0)`` over its area.
 
-``prepare_glimpses(images, scales, scale_factor)`` does the per-batch part once, for callers
-that take several glimpses of the same images (RAM, DRAM); ``glimpse`` does it itself when not
-given. Both paths are differentiable (by autograd, no custom backward) with respect to the
-images and the locations, and there is no loop over the batch.
+``prepare_glimpses(images, size, scales, scale_factor)`` does the part that does not depend on
+the location once (the planes or the table, and the sampling grid's constants), for callers that
+take several glimpses of the same images (RAM, DRAM); ``glimpse`` does it itself when not given.
+Both paths are differentiable (by autograd, no custom backward) with respect to the images and
+the locations, and there is no loop over the batch.
 """
 
 from __future__ import annotations
@@ -117,46 +118,55 @@ def box_planes(images: Tensor, cells: list[int]) -> list[Tensor]:
 
 
 class GlimpseSource(NamedTuple):
-    """What ``glimpse`` samples, prepared once per image batch by ``prepare_glimpses``."""
+    """The location-independent part of every glimpse of an image batch (``prepare_glimpses``)."""
 
     tensors: tuple[Tensor, ...]  #: the J box planes (see ``box_planes``) or the summed-area table
     method: str  #: "box" or "integral" (see the module docstring)
+    grid_base: Tensor  #: Tensor[J, 1, K] and
+    grid_spread: Tensor  #: Tensor[J, 2, K]: the sampling grid is base + loc @ spread (``_grid_terms``)
+    size: int
     scales: int
     scale_factor: float
     image_shape: tuple[int, int, int, int]  #: (B, C, H, W) of the images it was made from
 
 
 @torch.compiler.disable
-def prepare_glimpses(images: Tensor, scales: int, scale_factor: float = 2.0) -> GlimpseSource:
-    """The per-batch part of ``glimpse``, to share between glimpses of the same images.
+def prepare_glimpses(images: Tensor, size: int, scales: int, scale_factor: float = 2.0) -> GlimpseSource:
+    """The part of ``glimpse`` that does not depend on the location, to share between glimpses
+    of the same images.
 
-    It always runs eagerly, also inside ``torch.compile`` (a graph break before the glimpses):
-    compiled, inductor fuses the box sums (shifted adds) into each glimpse's sampling kernel and
-    recomputes them at every sampled point of every glimpse, which made a compiled 60x60 RAM
-    step ~10 % slower than with the planes computed once (docs/RESULTS.md).
+    It always runs eagerly, also inside ``torch.compile`` (a graph break; a caller that compiles
+    calls it first, so that what follows is one graph): compiled, inductor fuses the box sums
+    (shifted adds) into each glimpse's sampling kernel and recomputes them at every sampled point
+    of every glimpse, which made a compiled 60x60 RAM step ~10 % slower than with the planes
+    computed once (docs/RESULTS.md).
 
     Args:
         images (Tensor[B, C, H, W]): images.
-        scales (int), scale_factor (float): as in ``glimpse``.
+        size (int), scales (int), scale_factor (float): as in ``glimpse``.
 
     Returns:
         GlimpseSource: box-filtered planes when every ``scale_factor**j`` is an integer, the
-        summed-area table otherwise. Differentiable with respect to ``images``.
+        summed-area table otherwise, and the sampling grid's constants. Differentiable with
+        respect to ``images``.
     """
-    check_glimpse_args(1, scales, scale_factor)
+    check_glimpse_args(size, scales, scale_factor)
     _check_images(images)
     cells = integer_cells(scales, scale_factor)
     if cells is not None:
         tensors, method = tuple(box_planes(images, cells)), "box"
     else:
         tensors, method = (integral_image(images),), "integral"
-    return GlimpseSource(tensors, method, scales, float(scale_factor), tuple(images.shape))
+    B, C, H, W = images.shape
+    base, spread = _grid_terms(method, size, scales, float(scale_factor), H, W, tensors[0].dtype, images.device)
+    return GlimpseSource(tensors, method, base, spread, size, scales, float(scale_factor), (B, C, H, W))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)  # one call of the op: 1.2x (60x60, 3 scales) to 2x (28x28) faster
 def _grid_terms(method: str, size: int, scales: int, scale_factor: float, H: int, W: int,
                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Constants of the sampling grid ``grid[j, b] = base[j] + loc[b] @ spread[j]``.
+    """Constants of the sampling grid ``grid[j, b] = base[j] + loc[b] @ spread[j]``, computed in
+    Python and kept per geometry (``prepare_glimpses`` calls it eagerly, also under compile).
 
     Returns ``base`` (Tensor[J, 1, K]) and ``spread`` (Tensor[J, 2, K]), ``K = M * M * 2``: row
     ``j`` flattens the (M, M, 2) grid of scale ``j`` for a centre at ``loc = 0``, ``(x, y)``
@@ -191,12 +201,6 @@ def _grid_terms(method: str, size: int, scales: int, scale_factor: float, H: int
     return base.reshape(J, 1, -1), spread.reshape(J, 2, -1)
 
 
-@functools.lru_cache(maxsize=64)
-def _inverse_areas(scales: int, scale_factor: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``1 / scale_factor**(2j)`` as Tensor[J, 1, 1, 1], to turn cell sums into means."""
-    return torch.tensor([scale_factor ** (-2 * j) for j in range(scales)], dtype=dtype, device=device).view(-1, 1, 1, 1)
-
-
 def glimpse(
     images: Tensor,
     loc: Tensor,
@@ -219,7 +223,7 @@ def glimpse(
         scales (int): number of patches.
         scale_factor (float): patch ``j`` covers a square of side ``size * scale_factor**j``
             pixels centred on ``loc``.
-        source (GlimpseSource, optional): ``prepare_glimpses(images, scales, scale_factor)``,
+        source (GlimpseSource, optional): ``prepare_glimpses(images, size, scales, scale_factor)``,
             for callers that take several glimpses of the same images (made here when None).
 
     Returns:
@@ -237,32 +241,25 @@ def glimpse(
     if loc.shape != (B, 2):
         raise ValueError(f"loc must be Tensor[B, 2] = (x, y) with B={B}, got {tuple(loc.shape)}")
     if source is None:
-        source = prepare_glimpses(images, scales, scale_factor)
-    elif (source.scales, source.scale_factor, source.image_shape) != (scales, float(scale_factor), (B, C, H, W)):
+        source = prepare_glimpses(images, size, scales, scale_factor)
+    elif (source.size, source.scales, source.scale_factor, source.image_shape) != (
+            size, scales, float(scale_factor), (B, C, H, W)):
         raise ValueError(
-            f"source was prepared for scales={source.scales}, scale_factor={source.scale_factor}, "
-            f"images {source.image_shape}; this glimpse has scales={scales}, "
-            f"scale_factor={scale_factor}, images {(B, C, H, W)}: call "
-            f"prepare_glimpses(images, scales, scale_factor) with the same values"
+            f"source was prepared for size={source.size}, scales={source.scales}, "
+            f"scale_factor={source.scale_factor}, images {source.image_shape}; this glimpse has "
+            f"size={size}, scales={scales}, scale_factor={scale_factor}, images {(B, C, H, W)}: "
+            f"call prepare_glimpses(images, size, scales, scale_factor) with the same values"
         )
-    J = scales
-    table = source.tensors[0]
+    J, table = scales, source.tensors[0]
     M = size if source.method == "box" else size + 1
-    # constants of (size, scales, image size): cached eagerly; traced once under torch.compile
-    # (where dynamo would warn about, and bypass, the lru_cache anyway)
-    tracing = torch.compiler.is_compiling()
-    grid_terms = _grid_terms.__wrapped__ if tracing else _grid_terms
-    inverse_areas = _inverse_areas.__wrapped__ if tracing else _inverse_areas
-    base, spread = grid_terms(source.method, size, J, float(scale_factor), H, W, table.dtype, table.device)
-    grid = torch.baddbmm(base, loc.to(table.dtype).expand(J, B, 2), spread).view(J, B, M, M, 2)
+    grid = torch.baddbmm(source.grid_base, loc.to(table.dtype).expand(J, B, 2), source.grid_spread).view(J, B, M, M, 2)
+    areas = [float(scale_factor) ** (2 * j) for j in range(J)]  # cell sums -> means
     if source.method == "box":  # scale j samples plane j: J calls of B * size**2 points
-        out = [F.grid_sample(plane, grid[j], mode="bilinear", padding_mode="zeros", align_corners=False)
-               for j, plane in enumerate(source.tensors)]
-        out = torch.stack(out, dim=1) if J > 1 else out[0][:, None]  # (B, J, C, size, size)
-        return (out * inverse_areas(J, float(scale_factor), table.dtype, table.device)).to(images.dtype)
+        out = [F.grid_sample(plane, grid[j], mode="bilinear", padding_mode="zeros", align_corners=False) / area
+               for j, (plane, area) in enumerate(zip(source.tensors, areas))]
+        return torch.stack(out, dim=1).to(images.dtype)  # (B, J, C, size, size)
     # integral: the corners of all scales in one call, border = the table's constant continuation
-    s = F.grid_sample(table, grid.transpose(0, 1).reshape(B, J * M, M, 2), mode="bilinear",
-                      padding_mode="border", align_corners=True)
-    cells = s.view(B, C, J, M, M).diff(dim=-1).diff(dim=-2)  # (B, C, J, size, size) sums
-    out = cells.transpose(1, 2) * inverse_areas(J, float(scale_factor), table.dtype, table.device)
-    return out.to(images.dtype)
+    corners = F.grid_sample(table, grid.transpose(0, 1).reshape(B, J * M, M, 2), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+    sums = corners.view(B, C, J, M, M).diff(dim=-1).diff(dim=-2).transpose(1, 2)  # (B, J, C, size, size)
+    return (sums / table.new_tensor(areas).view(J, 1, 1, 1)).to(images.dtype)
