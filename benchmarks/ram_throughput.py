@@ -20,9 +20,9 @@ content does not change the cost):
   (T forward+backward steps) and, for Lightning, the extra time per step over the plain loop
   (``lightning_overhead``).
 
-``--compile`` measures both with the forward and loss through ``torch.compile`` as one graph,
-the glimpse planes made eagerly and passed in (as ``RAMLitModule(compile=True)`` does; compiling
-happens in the warm-up steps, outside the timing).
+``--compile`` measures both with the forward and loss through ``torch.compile`` (as
+``RAMLitModule(compile=True)`` does: the glimpse planes eagerly, then two graphs, the forward and
+the loss; compiling happens in the warm-up steps, outside the timing).
 
 Evaluation (``--mode eval``): ``RAMLitModule.predict_proba`` (M Monte Carlo rollouts, softmax
 averaged) under ``torch.no_grad``, images/s.
@@ -130,7 +130,7 @@ def plain_step_fn(module: RAMLitModule, images: torch.Tensor, target: torch.Tens
     """One bare training step (no Trainer): ``RAMLitModule``'s training loss (compiled as
     ``compile=True`` compiles it), backward, fused Adam step."""
     opt = fused_adam(module.parameters())
-    loss_fn = module._compiled_training_loss if compile else module.training_loss
+    loss_fn = module.compiled_training_loss if compile else module.training_loss
 
     def step() -> None:
         loss = loss_fn(images, target).loss

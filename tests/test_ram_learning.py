@@ -124,19 +124,23 @@ def test_policy_lr_factor_must_be_positive(factor):
 
 def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     """model.compile: the compiled training loss equals the eager one on the same sampled
-    locations' distribution (deterministic policy here), and a compiled run still learns."""
+    locations' distribution (deterministic policy here), a compiled run still learns, and the
+    module copies and pickles (EMA copies, spawned processes) without a compiled function."""
     import copy
+    import functools
+    import pickle
 
     pl.seed_everything(0)
     net = RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32,
                                   glimpse_dim=64, hidden_size=64, std=0.25, init_loc="center")
-    model = RAMLitModule(net, compile=True, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    model = RAMLitModule(net, compile=True, optimizer=functools.partial(torch.optim.Adam, lr=3e-3))
     x, y = corner_task(64, 5).tensors
     model.net.locator.std = 1e-6  # near-deterministic policy: both draw almost the same locations
-    eager, compiled = model.training_loss(x, y), model._compiled_training_loss(x, y)
+    eager, compiled = model.training_loss(x, y), model.compiled_training_loss(x, y)
     torch.testing.assert_close(compiled.ce, eager.ce, rtol=1e-4, atol=1e-4)
-    assert callable(model.__dict__["_compiled_loss"]) and model.__dict__["_compiled_loss"] != model.training_loss
-    assert "_compiled_loss" not in copy.deepcopy(model).__dict__  # EMA copies, pickling
+    assert not model._compile_failed
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(twin.compiled_training_loss(x, y).ce, eager.ce, rtol=1e-4, atol=1e-4)
     model.net.locator.std = 0.25
     pl.seed_everything(0)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
@@ -148,9 +152,22 @@ def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     assert result["test/acc"] > 0.9
 
 
-def test_compiled_training_loss_is_one_graph(monkeypatch):
-    """The forward and the hybrid loss compile into a single graph: the glimpse planes (which
-    run eagerly) are made before it and passed in, so nothing breaks it in the middle."""
+@pytest.fixture
+def compile_with(monkeypatch):
+    """Make RAMLitModule's compiled training loss with ``torch.compile`` replaced by ``fake``."""
+    from raccn.lit import ram_module
+
+    def use(fake):
+        monkeypatch.setattr(torch, "compile", fake)
+        ram_module._compiled_training_loss.cache_clear()
+
+    yield use
+    ram_module._compiled_training_loss.cache_clear()
+
+
+def test_compiled_training_loss_makes_the_planes_eagerly_and_two_graphs(compile_with):
+    """Compiled, the glimpse planes are made eagerly (first in the forward) and the rest
+    compiles into two graphs, the forward and the loss, with no break between the glimpses."""
     graphs = []
 
     def counting_backend(gm, example_inputs):
@@ -158,26 +175,35 @@ def test_compiled_training_loss_is_one_graph(monkeypatch):
         return gm.forward
 
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=counting_backend))
+    compile_with(lambda fn, **kwargs: real_compile(fn, backend=counting_backend))
     torch._dynamo.reset()
     model = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=3, patch_size=4, scales=2), compile=True)
     x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 4, (8,))
-    parts = model._compiled_training_loss(x, y)
+    parts = model.compiled_training_loss(x, y)
     parts.loss.backward()
-    assert len(graphs) == 1
+    assert len(graphs) == 2
+    ops = [[str(n.target) for n in g.graph.nodes if n.op == "call_function"] for g in graphs]
+    assert sum("grid_sample" in op for op in ops[0]) == 3 * 2  # every glimpse of every scale
+    assert any("cross_entropy" in op for op in ops[1])
     assert all(p.grad is not None for n, p in model.net.named_parameters() if not n.startswith("locator"))
+    model.compiled_training_loss(x, y)
+    assert len(graphs) == 2  # nothing recompiled
 
 
-def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+def test_compile_failure_falls_back_to_eager_with_a_warning(compile_with):
     def broken_compile(fn, **kwargs):
         def call(*args):
             raise RuntimeError("no working C++ compiler found\nmore lines")
         return call
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    compile_with(broken_compile)
     model = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4), compile=True)
     x, y = corner_task(8, 0).tensors
     with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*compile: false"):
-        parts = model._compiled_training_loss(x, y)
+        parts = model.compiled_training_loss(x, y)
     assert parts.loss.requires_grad
-    assert model.__dict__["_compiled_loss"] == model.training_loss  # eager from now on, no retry
+    assert model._compile_failed  # eager from now on, no retry
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.compiled_training_loss(x, y)  # no second warning

@@ -163,104 +163,46 @@ def test_location_policy_matches_torch_normal(deterministic):
     torch.testing.assert_close(g, g_ref)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
-def test_core_first_step_equals_the_cell_from_zeros(cell):
-    """CoreNetwork skips W_hh @ 0 on the first step: same state and same gradients as the
-    torch cell started from zeros."""
-    from raccn.models.core_network import CoreNetwork
+def test_forward_is_the_papers_recurrence():
+    """The forward against the paper's equations written out with the model's weights (ReLU RNN
+    core from h_0 = 0, Gaussian policy on the detached state, baseline, action network at every
+    step), drawing the locations from the same seed; log pi from torch.distributions.Normal."""
+    import torch.nn.functional as F
+    from torch.distributions import Normal
+
+    from raccn.ops import glimpse
 
     torch.manual_seed(0)
-    core = CoreNetwork(8, 6, cell)
-    g = torch.randn(5, 8)
-    ours = core(g)
-    ref = core.cell(g)
-    ref = (ref,) if cell == "rnn" else ref
-    assert len(ours) == len(ref)
-    for a, b in zip(ours, ref):
-        torch.testing.assert_close(a, b)
-    params = [core.cell.weight_ih, core.cell.bias_ih, core.cell.bias_hh]
-    w = torch.randn(5, 6)
-    grads = torch.autograd.grad((ours[0] * w).sum(), params)
-    grads_ref = torch.autograd.grad((ref[0] * w).sum(), params)
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b)
+    m = small_model(glimpses=4, std=0.3, init_loc="center")
+    x = torch.rand(6, 1, 20, 20)
+    torch.manual_seed(1)
+    out = m(x)
 
-
-def per_glimpse_reference(m, images):
-    """RAM's forward with the policy and baseline heads called at every glimpse (the form the
-    batched heads replace): LocationNetwork.forward per step."""
-    l_t, source, state = m.first_location(images), m.glimpse_net.prepare(images), None
-    hidden, locations, log_pis, baselines = [], [l_t], [], []
-    for t in range(m.glimpses):
-        state = m.core(m.glimpse_net(images, l_t, source), state)
-        hidden.append(state[0])
-        if t + 1 < m.glimpses:
-            l_t, log_pi, _ = m.locator(state[0])
-            locations.append(l_t)
-            log_pis.append(log_pi)
-            baselines.append(m.baseline(state[0]))
+    gn, cell, std = m.glimpse_net, m.core.cell, 0.3
+    torch.manual_seed(1)
+    loc, h = torch.zeros(6, 2), torch.zeros(6, cell.hidden_size)
+    logits, locations, log_pi, baselines = [], [loc], [], []
+    for t in range(4):
+        rho = glimpse(x, loc, gn.patch_size, gn.scales, gn.scale_factor).flatten(1)
+        g = F.relu(gn.fc_g(F.relu(gn.fc_hg(rho))) + gn.fc_l(F.relu(gn.fc_hl(loc))))
+        h = F.relu(g @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh)
+        logits.append(h @ m.classifier.fc.weight.T + m.classifier.fc.bias)
+        if t < 3:
+            mean = torch.tanh(m.locator.fc(h.detach()))
+            raw = torch.normal(mean.detach(), std)
+            log_pi.append(Normal(mean, std).log_prob(raw).sum(-1))
+            baselines.append(m.baseline.fc(h.detach())[:, 0])
+            loc = raw.clamp(-1, 1)
+            locations.append(loc)
     stack = lambda v: torch.stack(v, dim=1)
-    return m.classifier(stack(hidden)), stack(locations), stack(log_pis), stack(baselines)
-
-
-def test_logits_grad_last_keeps_the_values_and_the_loss_gradients():
-    """``logits_grad="last"`` (what RAMLitModule trains with) records the classifier's graph for
-    the last step only: the same logits at every step, and the same gradients of the paper's
-    loss (last logits, log pi, baselines) as the default graph of every step; the earlier logits
-    send no gradient. An unknown value is an error."""
-    torch.manual_seed(0)
-    m = small_model(glimpses=4, std=0.3)
-    x, y = torch.rand(5, 1, 20, 20), torch.randint(0, m.classifier.fc.out_features, (5,))
-    outs = []
-    for mode in ("last", "all"):
-        torch.manual_seed(1)
-        outs.append(m(x, logits_grad=mode))
-    lean, full = outs
-    torch.testing.assert_close(lean.logits, full.logits)
-    assert torch.equal(lean.locations, full.locations)
-    early = [torch.autograd.grad(o.logits[:, :-1].sum(), m.classifier.fc.weight, retain_graph=True)[0]
-             for o in (lean, full)]
-    assert torch.count_nonzero(early[0]) == 0 and torch.count_nonzero(early[1]) > 0
-    grads = []
-    for out in (lean, full):
-        loss = ram_loss(out.logits[:, -1], y, out.log_pi, out.baselines).loss
-        grads.append(torch.autograd.grad(loss, list(m.parameters()), allow_unused=True))
-    for (name, _), a, b in zip(m.named_parameters(), *grads):
+    torch.testing.assert_close(out.locations, stack(locations))
+    for ours, ref in zip((out.logits, out.log_pi, out.baselines), (stack(logits), stack(log_pi), stack(baselines))):
+        torch.testing.assert_close(ours, ref)
+    params = list(m.parameters())
+    loss = lambda o: ram_loss(o[0][:, -1], torch.arange(6) % 5, o[1], o[2]).loss
+    grads = torch.autograd.grad(loss((out.logits, out.log_pi, out.baselines)), params, allow_unused=True)
+    grads_ref = torch.autograd.grad(loss((stack(logits), stack(log_pi), stack(baselines))), params, allow_unused=True)
+    for (name, _), a, b in zip(m.named_parameters(), grads, grads_ref):
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(a, b, msg=name)
-    with torch.no_grad():  # evaluation: one classifier call, the same values
-        torch.manual_seed(1)
-        torch.testing.assert_close(m(x, logits_grad="last").logits, lean.logits)
-    with pytest.raises(ValueError, match="logits_grad"):
-        m(x, logits_grad="first")
-
-
-@pytest.mark.parametrize("grad_to_core", [False, True])
-def test_batched_policy_heads_equal_the_per_glimpse_heads(grad_to_core):
-    """The forward draws each location under no_grad and computes log pi and the baselines once
-    for all steps: the same locations from the same seed (bit for bit), the same log pi,
-    baselines and gradients as the heads called at every glimpse."""
-    torch.manual_seed(0)
-    m = small_model(glimpses=4, policy_grad_to_core=grad_to_core, std=0.3)
-    x = torch.rand(3, 1, 20, 20)
-    torch.manual_seed(1)
-    out = m(x)  # the default graph: a loss over the logits of every step, below
-    torch.manual_seed(1)
-    ref = per_glimpse_reference(m, x)
-    assert torch.equal(out.locations, ref[1])
-    for a, b in zip((out.logits, out.log_pi, out.baselines), (ref[0], ref[2], ref[3])):
-        torch.testing.assert_close(a, b)
-    params = [p for p in m.parameters()]
-    w = torch.randn_like(out.log_pi)
-    loss = lambda logits, log_pi, baselines: logits.logsumexp(-1).sum() + (w * log_pi).sum() + baselines.square().sum()
-    grads = torch.autograd.grad(loss(out.logits, out.log_pi, out.baselines), params, allow_unused=True,
-                                retain_graph=True)
-    grads_ref = torch.autograd.grad(loss(ref[0], ref[2], ref[3]), params, allow_unused=True)
-    for p, a, b in zip(m.named_parameters(), grads, grads_ref):
-        assert (a is None) == (b is None), p[0]
-        if a is not None:
-            torch.testing.assert_close(a, b, msg=p[0])
-    core_grad = dict(zip([n for n, _ in m.named_parameters()], grads))["core.cell.weight_hh"]
-    policy_only = torch.autograd.grad((w * out.log_pi).sum(), m.core.cell.weight_hh, allow_unused=True)[0]
-    assert (policy_only is not None) == grad_to_core and core_grad is not None

@@ -8,6 +8,8 @@ fractions in [0, 1]; errors are percentages.
 
 from __future__ import annotations
 
+import functools
+
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -17,7 +19,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.losses import RAMLoss, ram_loss
 from raccn.models import RAMOutput, RecurrentAttentionModel
-from raccn.ops.glimpse import GlimpseSource
 
 
 class RAMLitModule(pl.LightningModule):
@@ -38,10 +39,9 @@ class RAMLitModule(pl.LightningModule):
             on the CPU it needs a C++ compiler such as gcc). It costs 10-40 s once, at the
             first training step (and once more for a smaller last batch), then makes a step
             10-40 % faster on a 2-core CPU (docs/RESULTS.md); validation, test and prediction stay
-            eager. The glimpse planes are made eagerly and passed in, so the forward and the
-            loss are one graph. The compiled step draws the glimpse locations from inductor's
-            random number generator, so a seeded run is reproducible but differs from an eager
-            one. If compiling fails, training warns and continues eagerly.
+            eager. The compiled step draws the glimpse locations from inductor's random number
+            generator, so a seeded run is reproducible but differs from an eager one. If
+            compiling fails, training warns and continues eagerly.
         optimizer: optimiser factory (LightningCLI ``class_path``/``init_args``).
         scheduler: optional LR scheduler factory, stepped once per epoch.
 
@@ -72,11 +72,14 @@ class RAMLitModule(pl.LightningModule):
                 f"policy_lr_factor must be > 0 (it multiplies the optimiser's lr for the "
                 f"location policy; 1 = same lr), got {policy_lr_factor!r}"
             )
+        # hyper-parameters (see the class docstring): the net only as a config, which LightningCLI
+        # gives (marking it with its key "_instantiator"); an object built in Python is left out
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        if "_instantiator" in self.hparams:  # LightningCLI's config (its marker key): net's too
+        if "_instantiator" in self.hparams:
             self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self._compile_failed = False  # compile=True: set when torch.compile fails, then eager
         self.val_acc = MulticlassAccuracy(net.num_classes, average="micro")
         self.test_acc = nn.ModuleList(
             MulticlassAccuracy(net.num_classes, average="micro") for _ in range(net.glimpses)
@@ -118,50 +121,34 @@ class RAMLitModule(pl.LightningModule):
         probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
         return probs, out
 
-    def training_loss(self, images: Tensor, target: Tensor, source: GlimpseSource | None = None) -> RAMLoss:
+    def training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
         """Forward pass and hybrid loss of one training batch (what ``compile`` compiles).
 
         Args:
             images (Tensor[B, C, H, W]), target (Tensor[B]) class indices.
-            source (GlimpseSource, optional): the glimpse planes of ``images``
-                (``self.net.glimpse_net.prepare(images)``); made by the forward when None.
         """
-        out = self.net(images, source=source, logits_grad="last")  # the loss reads the last step only
+        out = self.net(images)
         return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines, self.hparams.reinforce_weight)
 
-    def _compiled_training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
-        """``training_loss`` through ``torch.compile``, compiled at the first call; eager (with
-        a warning) if compiling fails."""
-        fn = self.__dict__.get("_compiled_loss")
-        if fn is None:
-            fn = self.__dict__["_compiled_loss"] = torch.compile(self.training_loss)
-        if fn == self.training_loss:  # compiling failed before: eager
-            return fn(images, target)
-        # The glimpse planes are made eagerly and passed in, so the forward and the loss compile
-        # into one graph (made inside, they would break it: raccn.ops.prepare_glimpses).
-        source = self.net.glimpse_net.prepare(images)
-        try:
-            return fn(images, target, source)
-        except Exception as err:  # noqa: BLE001 -- a missing C++ compiler, an unsupported op, ...
-            rank_zero_warn(
-                f"model.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
-                f"training continues eagerly. Install a C++ compiler (gcc or clang) or set "
-                f"model.init_args.compile: false to silence this."
-            )
-            self.__dict__["_compiled_loss"] = self.training_loss
-            return self.training_loss(images, target)
-
-    def __getstate__(self) -> dict:
-        # A compiled function is not copied or pickled (EMA copies, checkpoints, spawn): a copy
-        # compiles its own at its first training step.
-        state = super().__getstate__()
-        state.pop("_compiled_loss", None)
-        return state
+    def compiled_training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
+        """``training_loss`` through ``torch.compile`` (``compile=True``); eager, with a warning,
+        once compiling has failed (no C++ compiler, an unsupported op, ...)."""
+        if not self._compile_failed:
+            try:
+                return _compiled_training_loss()(self, images, target)
+            except Exception as err:  # noqa: BLE001 -- whatever the compiler raises
+                rank_zero_warn(
+                    f"model.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+                    f"training continues eagerly. Install a C++ compiler (gcc or clang) or set "
+                    f"model.init_args.compile: false to silence this."
+                )
+                self._compile_failed = True
+        return self.training_loss(images, target)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, target = batch
         if self.hparams.compile:
-            parts = self._compiled_training_loss(images, target)
+            parts = self.compiled_training_loss(images, target)
         else:
             parts = self.training_loss(images, target)
         loss = parts.loss
@@ -171,12 +158,16 @@ class RAMLitModule(pl.LightningModule):
         return loss
 
     def _logs_this_step(self) -> bool:
-        """True at the steps where Lightning writes step metrics to the loggers (every
-        ``trainer.log_every_n_steps``). Step metrics logged at other steps are never written,
-        and each ``self.log`` costs Lightning about a millisecond of bookkeeping, 15 % of a
-        28x28 RAM step (docs/RESULTS.md), so the training step logs only then."""
-        connector = getattr(self._trainer, "_logger_connector", None)
-        return True if connector is None else bool(connector.should_update_logs)
+        """True at the steps where Lightning writes step metrics to the loggers: every
+        ``trainer.log_every_n_steps`` optimizer steps, at the last one, and in a fast dev run.
+        Step metrics logged at other steps are never written, and logging at every step costs
+        Lightning more than 10 % of a 28x28 RAM step in bookkeeping (docs/RESULTS.md), so the
+        training step logs only then. Read from the trainer's public state."""
+        trainer = self.trainer
+        if trainer.fast_dev_run:
+            return True
+        n = trainer.log_every_n_steps
+        return n > 0 and ((trainer.global_step + 1) % n == 0 or trainer.should_stop)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, target = batch
@@ -218,3 +209,11 @@ class RAMLitModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+
+@functools.cache
+def _compiled_training_loss():
+    """``RAMLitModule.training_loss`` through ``torch.compile``, made at its first use (making it
+    imports the compiler, about a second) and shared by every module, which it takes as its first
+    argument (so copies and pickles of a module carry no compiled function)."""
+    return torch.compile(RAMLitModule.training_loss)

@@ -5,8 +5,6 @@ An LSTM core (used by DRAM, Ba et al. 2015) is available with ``cell="lstm"``.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 CELLS = ("rnn", "lstm")
@@ -41,19 +39,6 @@ class CoreNetwork(nn.Module):
         Returns:
             the new state; ``state[0]`` is h_t (Tensor[B, hidden_size]).
         """
-        if state is None:
-            return self.first_step(g_t)
         if self.cell_type == "rnn":
-            return (self.cell(g_t, state[0]),)
+            return (self.cell(g_t, None if state is None else state[0]),)
         return tuple(self.cell(g_t, state))
-
-    def first_step(self, g_t: Tensor) -> tuple[Tensor, ...]:
-        """The step from the zero state, without the recurrent product (``W_hh @ 0``): the same
-        values as ``self.cell(g_t)``, one matrix product fewer forward and backward."""
-        cell = self.cell
-        pre = F.linear(g_t, cell.weight_ih, cell.bias_ih + cell.bias_hh)
-        if self.cell_type == "rnn":
-            return (F.relu(pre),)
-        i, _, g, o = pre.chunk(4, dim=1)  # PyTorch's gate order; f multiplies c_0 = 0
-        c = torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c

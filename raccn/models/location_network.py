@@ -42,7 +42,6 @@ class LocationNetwork(nn.Module):
                 f"units; the paper uses about 0.1-0.2), got {std!r}"
             )
         self.std = float(std)
-        self.log_norm = 2 * (math.log(self.std) + 0.5 * math.log(2 * math.pi))  # of the 2-D density
         self.grad_to_core = bool(grad_to_core)
         self.fc = nn.Linear(hidden_size, 2)
 
@@ -55,48 +54,10 @@ class LocationNetwork(nn.Module):
         Returns:
             LocationSample with ``loc`` (Tensor[B, 2]), ``log_pi`` (Tensor[B]), ``mean``.
         """
-        mean = self.mean(h_t)
-        # The Gaussian written out (torch.distributions.Normal costs 2.5x the time, in argument
-        # checks and broadcasting, at every glimpse): same samples from the same generator.
+        mean = torch.tanh(self.fc(h_t if self.grad_to_core else h_t.detach()))
         l_t = mean.detach() if deterministic else torch.normal(mean.detach(), self.std)
-        return LocationSample(l_t.clamp(-1.0, 1.0), self._log_density(l_t, mean), mean)
-
-    def mean(self, h: Tensor) -> Tensor:
-        """μ = tanh(Linear(h)) for h (Tensor[..., hidden_size]) -> Tensor[..., 2] (h detached
-        unless ``grad_to_core``)."""
-        return torch.tanh(self.fc(h if self.grad_to_core else h.detach()))
-
-    @torch.no_grad()
-    def sample(self, h_t: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
-        """Draw l_t without recording a graph (the action is detached anyway); pair with
-        ``log_prob`` once for all steps, which records one graph instead of one per glimpse.
-
-        Args:
-            h_t (Tensor[B, hidden_size]): core state.
-            deterministic: the mean instead of a sample.
-
-        Returns:
-            ``(loc, raw)``: the location clamped to [-1, 1] (Tensor[B, 2]) and the unclamped
-            sample (Tensor[B, 2]), whose density ``log_prob`` gives. The same values (and random
-            stream) as ``forward``.
-        """
-        mean = self.mean(h_t)
-        raw = mean if deterministic else torch.normal(mean, self.std)
-        return raw.clamp(-1.0, 1.0), raw
-
-    def log_prob(self, h: Tensor, raw: Tensor) -> Tensor:
-        """log π(raw | h), differentiable w.r.t. the layer (and h with ``grad_to_core``).
-
-        Args:
-            h (Tensor[..., hidden_size]): core states, e.g. Tensor[B, T-1, hidden_size].
-            raw (Tensor[..., 2]): unclamped samples (``sample``'s second output) at those states.
-
-        Returns:
-            Tensor[...]: the log-density of the 2-D Gaussian N(μ(h), σ² I) at ``raw``.
-        """
-        return self._log_density(raw, self.mean(h))
-
-    def _log_density(self, x: Tensor, mean: Tensor) -> Tensor:
-        """log N(x; mean, σ² I) over the last dimension (2): Tensor[..., 2] -> Tensor[...]."""
-        z = (x - mean) / self.std
-        return -0.5 * z.square().sum(dim=-1) - self.log_norm
+        # log N(l_t; mean, σ² I), written out: torch.distributions.Normal gives the same samples
+        # and density (tests/test_ram_model.py) at several times the cost in argument checks
+        z = (l_t - mean) / self.std
+        log_pi = -0.5 * z.square().sum(dim=-1) - 2 * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        return LocationSample(l_t.clamp(-1.0, 1.0), log_pi, mean)

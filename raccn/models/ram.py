@@ -22,11 +22,9 @@ from raccn.models.baseline_network import BaselineNetwork
 from raccn.models.core_network import CoreNetwork
 from raccn.models.glimpse_network import GlimpseNetwork
 from raccn.models.location_network import LocationNetwork
-from raccn.ops.glimpse import GlimpseSource
 
 INIT_LOCS = ("random", "center")
 INITS = ("torch", "relu")
-LOGITS_GRAD = ("all", "last")
 
 
 class RAMOutput(NamedTuple):
@@ -120,53 +118,31 @@ class RecurrentAttentionModel(nn.Module):
             return images.new_zeros(B, 2)
         return torch.rand(B, 2, device=images.device, dtype=images.dtype) * 2.0 - 1.0
 
-    def forward(
-        self,
-        images: Tensor,
-        deterministic: bool = False,
-        source: GlimpseSource | None = None,
-        logits_grad: str = "all",
-    ) -> RAMOutput:
+    def forward(self, images: Tensor, deterministic: bool = False) -> RAMOutput:
         """
         Args:
             images (Tensor[B, C, H, W]): input images.
             deterministic: follow the policy mean instead of sampling (for inspection).
-            source (GlimpseSource, optional): ``self.glimpse_net.prepare(images)``, made here when
-                None (a caller that compiles the forward passes it in, made eagerly: see
-                ``raccn.ops.prepare_glimpses``).
-            logits_grad: ``"all"`` records the classifier's graph at every step. ``"last"``
-                records it for the last step's logits ``logits[:, -1]`` only, the one the paper's
-                loss reads (``RAMLitModule`` trains this way): the earlier logits, for per-glimpse
-                accuracy and pictures, are the same values without a graph, which saves their
-                classifier backward and the zero gradients it would send into the core.
 
         Returns:
             RAMOutput with per-step logits, locations, log-probabilities and baselines.
         """
-        if logits_grad not in LOGITS_GRAD:
-            raise ValueError(f"logits_grad must be one of {LOGITS_GRAD}, got {logits_grad!r}")
+        # The sensor's per-batch part (box-filtered images), shared by the T glimpses. First, so
+        # that under torch.compile, where it runs eagerly, the rest of the forward is one graph.
+        source = self.glimpse_net.prepare(images)
         l_t = self.first_location(images)
-        if source is None:
-            source = self.glimpse_net.prepare(images)  # shared by the T glimpses
         state = None
-        hidden, locations, samples = [], [l_t], []
+        hidden, locations, log_pis, baselines = [], [l_t], [], []
         for t in range(self.glimpses):
             state = self.core(self.glimpse_net(images, l_t, source), state)
             hidden.append(state[0])
-            if t + 1 < self.glimpses:  # the action: drawn here, its log π below for all steps
-                l_t, raw = self.locator.sample(state[0], deterministic)
+            if t + 1 < self.glimpses:  # the action l_t and the reward estimate for it
+                l_t, log_pi, _ = self.locator(state[0], deterministic)
                 locations.append(l_t)
-                samples.append(raw)
-        if samples:  # heads of the acting states h_1..h_{T-1}, time-major (contiguous), one call each
-            acting = torch.stack(hidden[:-1])  # (T-1, B, hidden_size)
-            log_pi = self.locator.log_prob(acting, torch.stack(samples)).t().contiguous()
-            baselines = self.baseline(acting).t().contiguous()
-        else:
-            log_pi = baselines = images.new_zeros(images.shape[0], 0)
-        if logits_grad == "all" or not samples or not torch.is_grad_enabled():
-            logits = self.classifier(torch.stack(hidden, dim=1))
-        else:  # the earlier steps' logits from the acting states, without a graph
-            with torch.no_grad():
-                early = self.classifier(acting).transpose(0, 1)
-            logits = torch.cat([early, self.classifier(hidden[-1])[:, None]], dim=1)
-        return RAMOutput(logits, torch.stack(locations, dim=1), log_pi, baselines)
+                log_pis.append(log_pi)
+                baselines.append(self.baseline(state[0]))
+        logits = self.classifier(torch.stack(hidden, dim=1))  # (B, T, K)
+        if self.glimpses == 1:  # no action was taken: no policy terms
+            none = images.new_zeros(len(images), 0)
+            return RAMOutput(logits, l_t[:, None], none, none)
+        return RAMOutput(logits, torch.stack(locations, 1), torch.stack(log_pis, 1), torch.stack(baselines, 1))
