@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import default_collate
 
-from datamodules import MNISTDataModule
-from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
+from raccn.datamodules import MNISTDataModule
+from raccn.datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 from raccn.runtime import tune_cpu_allocator
 
 

@@ -1,14 +1,19 @@
 """Data modules: MNIST (plain/translated/cluttered), the download-free scikit-learn digits (RAM
-quick start and the RA-CNN localisation proxy), and CUB-200-2011, Stanford Dogs, Stanford Cars."""
+quick start and the RA-CNN localisation proxy), and CUB-200-2011, Stanford Dogs, Stanford Cars.
 
-from datamodules.cars import StanfordCarsDataModule
-from datamodules.cub import CUBDataModule
-from datamodules.digits import ClutteredDigitsDataModule
-from datamodules.dogs import StanfordDogsDataModule
-from datamodules.finegrained import FineGrainedDataModule, FineGrainedDataset
-from datamodules.localized_digits import LocalizedDigitsDataModule
-from datamodules.mnist import MNISTDataModule
-from datamodules.synthetic import TranslatedClutteredDataset
+The folder sits at the repository root but its one import path is ``raccn.datamodules`` (installed
+there by ``package-dir`` in pyproject.toml, found beside ``raccn/`` in a source checkout), so the
+project never installs a top-level ``datamodules`` that could clash with another package's.
+"""
+
+from raccn.datamodules.cars import StanfordCarsDataModule
+from raccn.datamodules.cub import CUBDataModule
+from raccn.datamodules.digits import ClutteredDigitsDataModule
+from raccn.datamodules.dogs import StanfordDogsDataModule
+from raccn.datamodules.finegrained import FineGrainedDataModule, FineGrainedDataset
+from raccn.datamodules.localized_digits import LocalizedDigitsDataModule
+from raccn.datamodules.mnist import MNISTDataModule
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 __all__ = [
     "CUBDataModule",

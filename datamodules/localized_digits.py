@@ -2,8 +2,8 @@
 
 scikit-learn's bundled 8x8 digits are upsampled and placed at a random position of a much larger
 canvas among distractor patches cut from other digits (the same generator as the RAM data,
-:class:`~datamodules.synthetic.TranslatedClutteredDataset`). At scale 1 the object is small and
-surrounded by clutter; a zoom on it pays off. Validation and test batches also carry the
+:class:`~raccn.datamodules.synthetic.TranslatedClutteredDataset`). At scale 1 the object is small
+and surrounded by clutter; a zoom on it pays off. Validation and test batches also carry the
 object's true box, so the APN's localisation can be scored (``val/apn_iou_scale{s}``).
 No download; the split and the val/test canvases are fixed (see ``ClutteredDigitsDataModule``).
 
@@ -24,9 +24,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.digits import ClutteredDigitsDataModule
-from datamodules.predict import resize_transform
-from datamodules.synthetic import TranslatedClutteredDataset
+from raccn.datamodules.digits import ClutteredDigitsDataModule
+from raccn.datamodules.predict import resize_transform
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 
 class RGBWithBox(Dataset):

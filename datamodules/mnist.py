@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import DigitCanvasDataModule
-from datamodules.mnist_files import find_mnist_files, load_mnist, require_mnist_files, try_download
-from datamodules.synthetic import TranslatedClutteredDataset
+from raccn.datamodules.base import DigitCanvasDataModule
+from raccn.datamodules.mnist_files import (
+    find_mnist_files,
+    load_mnist,
+    require_mnist_files,
+    try_download,
+)
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 
 class MNISTDataModule(DigitCanvasDataModule):

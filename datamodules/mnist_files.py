@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from datamodules.idx import IdxFormatError, read_idx
+from raccn.datamodules.idx import IdxFormatError, read_idx
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"

@@ -14,15 +14,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset, default_collate
 
-from datamodules import (
+from raccn.datamodules import (
     ClutteredDigitsDataModule,
     LocalizedDigitsDataModule,
     MNISTDataModule,
     TranslatedClutteredDataset,
     mnist_files,
 )
-from datamodules.idx import IdxFormatError, read_idx
-from datamodules.synthetic import (
+from raccn.datamodules.idx import IdxFormatError, read_idx
+from raccn.datamodules.synthetic import (
     Box,
     CanvasBatch,
     Distractor,
@@ -825,7 +825,7 @@ def test_localized_digits_stripes_are_fine_grained():
     orientations differ, in the 2x area view they are the same flat half intensity."""
     import torch.nn.functional as F
 
-    from datamodules.localized_digits import stripe
+    from raccn.datamodules.localized_digits import stripe
 
     dm = LocalizedDigitsDataModule(upscale=2, canvas_size=32, num_distractors=2, distractor_size=4,
                                    texture="stripes")

@@ -25,8 +25,8 @@ from lightning_probe import fit_one_batch
 from PIL import Image
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from datamodules import CUBDataModule, StanfordCarsDataModule, StanfordDogsDataModule
-from datamodules.finegrained import (
+from raccn.datamodules import CUBDataModule, StanfordCarsDataModule, StanfordDogsDataModule
+from raccn.datamodules.finegrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CorruptImageError,

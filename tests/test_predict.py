@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
 from raccn.cli import main
+from raccn.datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
