@@ -1,5 +1,7 @@
-"""Data modules: MNIST (plain/translated/cluttered), the download-free scikit-learn digits (RAM
-quick start and the RA-CNN localisation proxy), and CUB-200-2011, Stanford Dogs, Stanford Cars.
+"""Data modules: MNIST (plain/translated/cluttered, and digit sequences), the download-free
+scikit-learn digits (RAM quick start and the RA-CNN proxies), SVHN (whole numbers and cropped
+digits) and the download-free embedded house numbers (DRAM quick start), and CUB-200-2011,
+Stanford Dogs, Stanford Cars.
 
 The folder sits at the repository root but its one import path is ``raccn.datamodules`` (installed
 there by ``package-dir`` in pyproject.toml, found beside ``raccn/`` in a source checkout), so the
@@ -11,17 +13,27 @@ from raccn.datamodules.cub import CUBDataModule
 from raccn.datamodules.digits import ClutteredDigitsDataModule
 from raccn.datamodules.dogs import StanfordDogsDataModule
 from raccn.datamodules.finegrained import FineGrainedDataModule, FineGrainedDataset
+from raccn.datamodules.house_numbers import EmbeddedHouseNumbersDataModule
 from raccn.datamodules.localized_digits import LocalizedDigitsDataModule
 from raccn.datamodules.mnist import MNISTDataModule
+from raccn.datamodules.mnist_sequences import MNISTSequenceDataset, MNISTSequencesDataModule
+from raccn.datamodules.svhn import HouseNumberDataset, SVHNDataModule
+from raccn.datamodules.svhn_cropped import SVHNCroppedDataModule
 from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 __all__ = [
     "CUBDataModule",
     "ClutteredDigitsDataModule",
+    "EmbeddedHouseNumbersDataModule",
     "FineGrainedDataModule",
     "FineGrainedDataset",
+    "HouseNumberDataset",
     "LocalizedDigitsDataModule",
     "MNISTDataModule",
+    "MNISTSequenceDataset",
+    "MNISTSequencesDataModule",
+    "SVHNCroppedDataModule",
+    "SVHNDataModule",
     "StanfordCarsDataModule",
     "StanfordDogsDataModule",
     "TranslatedClutteredDataset",
