@@ -30,7 +30,12 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from raccn.datamodules.digit_struct import SVHN_URL, DigitStruct, DigitStructError, load_digit_struct
+from raccn.datamodules.digit_struct import (
+    SVHN_URL,
+    DigitStruct,
+    DigitStructError,
+    load_digit_struct,
+)
 from raccn.datamodules.finegrained import PIL_ERRORS, CorruptImageError, check_image, load_rgb
 from raccn.datamodules.label_sequences import EOS, SequenceDataModule
 
