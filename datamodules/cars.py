@@ -41,6 +41,7 @@ class StanfordCarsDataModule(FineGrainedDataModule):
         "car_devkit.tgz (devkit/), cars_train.tgz, cars_test.tgz and "
         "cars_test_annos_withlabels.mat"
     )
+    BOX_SOURCE = "the annotation .mat files"
 
     def expected(self) -> list[Expected]:
         root = self.root

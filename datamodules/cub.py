@@ -62,6 +62,7 @@ class CUBDataModule(FineGrainedDataModule):
         "https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz; extracting it "
         "gives the folder CUB_200_2011/)"
     )
+    BOX_SOURCE = "bounding_boxes.txt"
 
     @property
     def root(self) -> Path:

@@ -53,6 +53,7 @@ class StanfordDogsDataModule(FineGrainedDataModule):
         "http://vision.stanford.edu/aditya86/ImageNetDogs/ (images.tar, lists.tar and, for the "
         "boxes, annotation.tar, all extracted into one folder)"
     )
+    BOX_SOURCE = "Annotation/ (annotation.tar)"
 
     def expected(self) -> list[Expected]:
         root = self.root
