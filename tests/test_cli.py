@@ -11,7 +11,9 @@ import pytest
 from raccn.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml")))
+# the RAM configs on built-in data (ram_imagefolder.yaml needs a folder: tests/test_imagefolder_configs.py)
+CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml"))
+                 if not c.endswith("ram_imagefolder.yaml"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED = {  # config -> (glimpses, patch_size, scales, image side, distractors)
