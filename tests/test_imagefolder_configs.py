@@ -103,7 +103,7 @@ def test_ram_fit_test_predict_on_an_image_folder(tmp_path, monkeypatch):
               "--data.init_args.batch_size=8", "--model.init_args.glimpses=3",
               "--model.init_args.patch_size=6", "--model.init_args.scales=2",
               "--model.init_args.mc_samples=2", *QUIET]
-    run("fit", *common, "--trainer.max_epochs=2", "--test_after_fit=true")
+    run("fit", *common, "--trainer.max_epochs=1", "--test_after_fit=true")
     ckpt = os.path.join(run_dir("ram_imagefolder", 0), "checkpoints", "last.ckpt")
     # test and predict follow the policy's mean (std ~ 0), so both see the same glimpses
     mean_policy = [f"--ckpt_path={ckpt}", "--model.init_args.std=1e-6"]
