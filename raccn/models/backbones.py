@@ -4,8 +4,8 @@ Each entry builds a torchvision classifier and keeps its convolutional part (``s
 CPU runs from scratch, is our own and has no pretrained weights): the trunk maps
 ``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``. ``taps`` maps
 a stride r to ``(n, C_r)``: the first n modules of the trunk produce its last map at stride r,
-``Tensor[B, C_r, H/r, W/r]`` (for an APN that should localise more finely than the last map
-allows).
+``Tensor[B, C_r, H/r, W/r]`` (a finer map to read APN pre-training targets from,
+``RACNNLitModule``'s ``extras.pretrain_features``).
 
 | name | features kept | C | stride s | stride-16 map (C16) | stride-8 map (C8) |
 | --- | --- | --- | --- | --- | --- |
@@ -142,7 +142,8 @@ def _load_weights(name: str, weights: str) -> dict:
         raise RuntimeError(
             f"could not load the ImageNet weights {enum} for backbone {name!r} ({type(err).__name__}: "
             f"{err}). Download {enum.url} and save it as {target} (the torch hub cache; set "
-            f"TORCH_HOME to move it), or set model.init_args.weights: null to train from scratch."
+            f"TORCH_HOME to move it), or set model.init_args.net.init_args.weights: null to train "
+            f"from scratch."
         ) from err
     finally:
         socket.setdefaulttimeout(previous)
@@ -153,8 +154,9 @@ def build_trunk(name: str, weights: str | None = None) -> Trunk:
     check_backbone(name)
     if name in OWN_BACKBONES:
         if weights is not None:
-            raise ValueError(f"backbone {name!r} has no pretrained weights: set model.init_args.weights: "
-                             f"null, or pick a torchvision backbone ({sorted(BACKBONES)}) for {weights!r}")
+            raise ValueError(f"backbone {name!r} has no pretrained weights: set "
+                             f"model.init_args.net.init_args.weights: null, or pick a torchvision "
+                             f"backbone ({sorted(BACKBONES)}) for {weights!r}")
         return OWN_BACKBONES[name]()
     arch, kwargs = TORCHVISION_NAME.get(name, (name, {}))
     model = get_model(arch, weights=None, **kwargs)
