@@ -40,8 +40,7 @@ class RACNNOutput(NamedTuple):
 class RACNN(nn.Module):
     """Args:
         num_classes: K. The other arguments are keyword-only.
-        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet50, resnet18,
-            resnet18_os16, mobilenet_v3_small, mobilenet_v3_small_os16, small_vgg_bn), or one
+        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet18, small_vgg_bn), or one
             name per scale (e.g. a cheaper trunk at the last scale, which has no APN); one name
             with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
