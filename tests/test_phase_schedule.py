@@ -60,9 +60,11 @@ def test_epoch_units_when_the_pretraining_fills_whole_epochs():
 
 @pytest.mark.parametrize("steps_per_epoch", [None, float("inf"), 0])
 def test_epoch_units_without_an_epoch_length_say_what_to_do(steps_per_epoch):
-    s = PhaseSchedule(cls_length=1, rank_length=1, unit="epochs", steps_per_epoch=steps_per_epoch)
+    s = PhaseSchedule(cls_length=1, rank_length=1, unit="epochs", pretrain_steps=2,
+                      steps_per_epoch=steps_per_epoch)
+    assert [s.at(t) for t in range(3)] == [Phase("pretrain", 0), Phase("pretrain", 1), Phase("cls", 0)]
     with pytest.raises(ValueError, match="steps per epoch.*use phase_unit 'steps'"):
-        s.at(0)
+        s.at(3)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -240,6 +240,16 @@ def test_training_steps_follow_the_schedule(tmp_path):
     assert spy.moved == [cls, apn, cls, cls, apn, apn, cls]
 
 
+def test_training_phases_in_epochs_end_at_epoch_ends(tmp_path):
+    """2 steps per epoch: pre-training (1 step), classification to the end of epoch 0, ranking in
+    epoch 1, classification in epoch 2 (the module gives the schedule the epoch length)."""
+    pl.seed_everything(0)
+    m = module(phase_unit="epochs", cls_length=1, rank_length=1, margin=1.0)  # margin 1: every pair ranks
+    _, spy = fit(m, tmp_path, 6, enable_checkpointing=False)
+    cls, apn = "classifiers/fuse/trunks", "apns"
+    assert spy.moved == [apn, cls, apn, apn, cls, cls] and m.schedule.steps_per_epoch == 2
+
+
 def test_resume_continues_the_phase_with_the_optimisers_and_schedulers(tmp_path):
     """A run stopped after 4 steps (pretrain, cls, cls, reanchor) and resumed from its checkpoint
     goes on with the ranking step, the same learning rates and the same weights as a run that

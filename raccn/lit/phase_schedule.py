@@ -41,7 +41,8 @@ class PhaseSchedule:
         cls_length, rank_length: length of each classification / ranking phase in ``unit`` (>= 1).
         unit: ``"steps"`` or ``"epochs"``.
         pretrain_steps, warmup_steps, reanchor_steps: lengths in steps (>= 0; 0: no such phase).
-        steps_per_epoch: the training steps of one epoch; needed with ``unit="epochs"`` only.
+        steps_per_epoch: the training steps of one epoch; needed with ``unit="epochs"`` (from the
+            alternation's second step on).
     """
 
     cls_length: int
@@ -76,6 +77,8 @@ class PhaseSchedule:
             if t < C:
                 return Phase("cls", t)
             return Phase("reanchor", t - C) if t < C + A else Phase("rank", t - C - A)
+        if step == start:  # the alternation starts with classification, whatever the epochs
+            return Phase("cls", 0)
         n = self.steps_per_epoch
         if n is None or not (n >= 1 and math.isfinite(n)):
             raise ValueError(

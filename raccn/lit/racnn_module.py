@@ -161,11 +161,8 @@ class RACNNLitModule(pl.LightningModule):
         if net.fuse is not None:
             cls_params += list(net.fuse.parameters())
         optimizers = [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
-        hp, total = self.hparams, math.inf
-        if hp.lr_decay is not None or self.schedule.unit == "epochs":
-            total = self.trainer.estimated_stepping_batches  # loads the training set
-        if self.schedule.unit == "epochs":
-            self.schedule = replace(self.schedule, steps_per_epoch=self.trainer.num_training_batches)
+        hp = self.hparams
+        total = self.trainer.estimated_stepping_batches if hp.lr_decay is not None else math.inf  # T
 
         def decay(step: int) -> float:
             if hp.lr_decay is None or not math.isfinite(total) or total <= 0:
@@ -176,6 +173,10 @@ class RACNNLitModule(pl.LightningModule):
             return (hp.rank_lr_factor if self.schedule.at(step).name == "rank" else 1.0) * decay(step)
 
         return optimizers, [LambdaLR(optimizers[0], decay), LambdaLR(optimizers[1], apn)]
+
+    def on_train_start(self) -> None:
+        if self.schedule.unit == "epochs":  # the training set is loaded now
+            self.schedule = replace(self.schedule, steps_per_epoch=self.trainer.num_training_batches)
 
     @contextmanager
     def _frozen(self) -> Iterator[None]:
