@@ -7,7 +7,8 @@
 
 Extra top-level options: ``test_after_fit`` (fit, then test a checkpoint in the same process;
 the quick start uses it) and ``test_ckpt`` (which one: ``best`` by the monitored metric, or
-``last``). ``data.num_classes`` is linked to ``model.num_classes``.
+``last``). ``data.num_classes`` is linked to the injected network's ``num_classes``
+(``model.init_args.net.init_args.num_classes``).
 
 Every run also gets two callbacks, whatever the config lists (options on the command line):
 ``eval_report`` (``raccn.callbacks.EvalReportWriter``: after testing, ``test_report.csv`` /
@@ -46,7 +47,8 @@ class RaccnCLI(LightningCLI):
                  "`last` (the unmonitored one's latest, e.g. last.ckpt); the final weights when "
                  "none was saved. Use `last` when validation runs on the test split.",
         )
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # the modules receive their network (model.init_args.net); the data sets its class count
+        parser.link_arguments("data.num_classes", "model.init_args.net.init_args.num_classes", apply_on="instantiate")
         # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
         parser.add_lightning_class_args(EvalReportWriter, "eval_report")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
