@@ -21,6 +21,7 @@ from raccn.datamodules.image_folder import ImageFolderDataModule
 from raccn.datamodules.localized_digits import LocalizedDigitsDataModule
 from raccn.datamodules.mnist import MNISTDataModule
 from raccn.datamodules.mnist_sequences import MNISTSequenceDataset, MNISTSequencesDataModule
+from raccn.datamodules.part_digits import PartDigitsDataModule
 from raccn.datamodules.pets import OxfordPetsDataModule
 from raccn.datamodules.svhn import HouseNumberDataset, SVHNDataModule
 from raccn.datamodules.svhn_cropped import SVHNCroppedDataModule
@@ -41,6 +42,7 @@ __all__ = [
     "MNISTSequenceDataset",
     "MNISTSequencesDataModule",
     "OxfordPetsDataModule",
+    "PartDigitsDataModule",
     "SVHNCroppedDataModule",
     "SVHNDataModule",
     "StanfordCarsDataModule",

@@ -282,7 +282,8 @@ def test_test_table_and_metric_names(tmp_path, capsys):
                          enable_model_summary=False, default_root_dir=tmp_path)
     (result,) = trainer.test(module(), datamodule=TinyData(), verbose=False)
     expected = {"test/acc_scale1", "test/acc_scale2", "test/acc_scale3", "test/acc_fused",
-                "test/acc_scale1+2", "test/acc_scale1+2+3", "test/apn_iou_scale2", "test/apn_iou_scale3"}
+                "test/acc_scale1+2", "test/acc_scale1+2+3", "test/apn_iou_scale2", "test/apn_iou_scale3",
+                "test/ranked_scale2", "test/ranked_scale3"}
     assert expected <= set(result)
     assert all(0.0 <= v <= 1.0 for v in result.values())
 
@@ -312,6 +313,7 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"pretrain_features": "stride4"}, "pretrain_features must be null or one of"),
     ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
     ({"box_jitter": 1.5}, "box_jitter must be in"),
+    ({"boxes": "grid"}, "boxes must be one of"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -617,3 +619,45 @@ def test_small_vgg_bn_is_small_and_its_maps_sit_at_their_strides():
     assert sum(p.numel() for p in trunk.features.parameters()) == 1_173_216
     assert trunk.features(torch.rand(2, 3, 72, 72)).shape == (2, 256, 5, 5)  # ceil pools: 36, 18, 9, 5
     assert trunk.features[: trunk.taps[8][0]](torch.rand(2, 3, 72, 72)).shape == (2, 128, 9, 9)
+
+
+def two_scales(**kw):
+    return module(num_scales=2, input_sizes=[64, 32], apn_pretrain_side=0.5, **kw).eval()
+
+
+@pytest.mark.parametrize("mode", ["centre", "random", "heuristic"])
+def test_ablation_boxes_crop_and_are_scored(mode):
+    """``boxes`` other than "apn" crop scale 2 with squares of side ``apn_pretrain_side`` (the
+    centre, a random place, the pre-training target), and those squares are what is scored."""
+    m = two_scales(boxes=mode)
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = m._evaluation_forward(images)
+        box = out.boxes[0]
+        torch.testing.assert_close(box[:, 2], torch.full((4,), 16.0))  # side 0.5 x 64
+        if mode == "centre":
+            torch.testing.assert_close(box[:, :2], torch.full((4, 2), 32.0))
+        elif mode == "heuristic":
+            expected = m.pretrain_targets(m.net(images, boxes_only=True))[0]
+            torch.testing.assert_close(box, expected)
+        else:
+            assert (box[:, :2] >= 16).all() and (box[:, :2] <= 48).all() and box[:, 0].unique().numel() == 4
+        crop = m.net(images, crop_boxes=lambda s, b, L: box).inputs[1]
+    torch.testing.assert_close(out.inputs[1], crop)  # the scored squares are those that cropped
+    apn = two_scales()
+    apn.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(apn._evaluation_forward(images).boxes[0], box)
+
+
+def test_ranked_metric_counts_the_hinge_met():
+    """``ranked_scale2``: the fraction of images where p_t(2) >= p_t(1) + margin, checked against
+    a computation from the two scales' logits."""
+    m = two_scales(margin=0.05)
+    images, target = torch.rand(8, 3, 64, 64), torch.randint(0, 5, (8,))
+    with torch.no_grad():
+        m._evaluate((images, target), "test")
+        logits = m.net(images).logits
+    p = [z.softmax(-1)[torch.arange(8), target] for z in logits]
+    expected = (p[1] >= p[0] + 0.05).float().mean()
+    torch.testing.assert_close(m.metrics["test"]["ranked_scale2"].compute(), expected)

@@ -24,7 +24,8 @@ other pre-training targets. Its defaults add nothing.
 Metrics: ``train/loss_cls``, ``train/loss_rank``, ``train/loss_pretrain``, ``train/phase``
 (0 pretrain and reanchor, 1 cls and warmup, 2 rank); ``{val,test}/acc_scale{s}``,
 ``{val,test}/acc_fused``, ``{val,test}/acc_scale1+2[+3...]`` (softmax average of scales 1..s),
-and, when batches carry the object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box
+``{val,test}/ranked_scale{s}`` (fraction of images whose true-class probability at scale s beats
+scale s-1's by the margin: the ranking loss's hinge met), and, when batches carry the object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box
 that makes scale s's input, in image pixels). Accuracies are fractions in [0, 1].
 """
 
@@ -55,6 +56,7 @@ from raccn.models.apn import square_from_unit
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
+BOXES = ("apn", "centre", "random", "heuristic")
 LOGGED_PHASE = {"pretrain": 0, "reanchor": 0, "warmup": 1, "cls": 1, "rank": 2}  # train/phase
 
 
@@ -84,6 +86,12 @@ class RACNNLitModule(pl.LightningModule):
             ``0.5 (1 + cos(pi t / T))`` of its value, t the global step and T the run's total
             steps (``trainer.estimated_stepping_batches``).
         extras: ``RecipeExtras``, additions to the paper's recipe.
+        boxes: what crops the finer scales, in training and evaluation: ``"apn"`` (the APNs'
+            boxes: RA-CNN) or, as ablations that take the APNs out, squares of side
+            ``apn_pretrain_side`` at the input's ``"centre"``, at a uniformly ``"random"`` place,
+            or on the pre-training target of the current trunk (``"heuristic"``: the same
+            saliency heuristic the APNs pre-train on, applied directly). The warm-up's random
+            boxes (``extras.warmup_boxes``) apply whatever this is.
     """
 
     automatic_optimization = False
@@ -102,6 +110,7 @@ class RACNNLitModule(pl.LightningModule):
         apn_optimizer: OptimizerCallable = _adam,
         lr_decay: str | None = None,
         extras: RecipeExtras = NO_EXTRAS,
+        boxes: str = "apn",
     ) -> None:
         super().__init__()
         check_margin(margin)
@@ -112,6 +121,8 @@ class RACNNLitModule(pl.LightningModule):
                              f"{rank_lr_factor!r}")
         if lr_decay not in (None, "cosine"):
             raise ValueError(f"lr_decay must be null or 'cosine', got {lr_decay!r}")
+        if boxes not in BOXES:
+            raise ValueError(f"boxes must be one of {BOXES}, got {boxes!r}")
         if isinstance(extras, Mapping):  # from a checkpoint's hyper-parameters
             extras = RecipeExtras(**extras)
         self.schedule = PhaseSchedule(cls_length, rank_length, phase_unit, apn_pretrain_steps,
@@ -134,6 +145,7 @@ class RACNNLitModule(pl.LightningModule):
                 | {"acc_fused": acc()}
                 | {f"acc_{c}": acc() for c in self.combos}
                 | {f"apn_iou_scale{s + 1}": MeanMetric() for s in range(1, n)}
+                | {f"ranked_scale{s + 1}": MeanMetric() for s in range(1, n)}
             )
             for split in ("val", "test")
         })
@@ -180,17 +192,18 @@ class RACNNLitModule(pl.LightningModule):
 
     @contextmanager
     def _frozen(self) -> Iterator[None]:
-        """Trunks and classifiers in eval mode within the block (then train mode again), so that
-        phases which do not train them (APN pre-training, ranking) leave batch-norm statistics
-        untouched too."""
+        """Trunks and classifiers in eval mode within the block (then back in the mode they were
+        in), so that phases which do not train them (APN pre-training, ranking) leave batch-norm
+        statistics untouched too."""
         frozen = [self.net.trunks, self.net.classifiers]
+        modes = [m.training for m in frozen]
         for m in frozen:
             m.eval()
         try:
             yield
         finally:
-            for m in frozen:
-                m.train()
+            for m, mode in zip(frozen, modes):
+                m.train(mode)
 
     def _frozen_forward(self, images: Tensor, targets_only: bool) -> RACNNOutput:
         """The forward of the APN phases; pre-training and re-anchoring (``targets_only``)
@@ -219,9 +232,31 @@ class RACNNLitModule(pl.LightningModule):
                                             centre, ex.pretrain_power))
         return targets
 
-    def _training_crops(self, phase: str):
+    def _ablation_crops(self, images: Tensor):
+        """The ``crop_boxes`` of ``RACNN.forward`` for ``boxes`` other than ``"apn"`` (else
+        None); each scale's squares are drawn once per batch, so they can be scored."""
+        mode, side = self.hparams.boxes, self.hparams.apn_pretrain_side
+        if mode == "apn":
+            return None
+        if mode == "heuristic":
+            with torch.no_grad(), self._frozen():
+                targets = self.pretrain_targets(self.net(images, boxes_only=True))
+            return lambda s, box, L: targets[s]
+        drawn: dict[int, Tensor] = {}
+
+        def crops(s: int, box: Tensor, L: int) -> Tensor:
+            if s not in drawn:
+                u = torch.full_like(box, 0.5) if mode == "centre" else torch.rand_like(box)
+                tl = torch.full_like(box[:, 2:], 0.5 * side * L)
+                drawn[s] = torch.cat([tl + (L - 2 * tl) * u[:, :2], tl], 1)
+            return drawn[s]
+        return crops
+
+    def _training_crops(self, phase: str, images: Tensor):
         """The ``crop_boxes`` of ``RACNN.forward`` for a classification step (or None)."""
         ex, f = self.extras, self.net.min_side_fraction
+        if self.hparams.boxes != "apn" and not (phase == "warmup" and ex.warmup_boxes == "random"):
+            return self._ablation_crops(images)
         if phase == "warmup" and ex.warmup_boxes == "random":
             def crops(s: int, box: Tensor, L: int) -> Tensor:
                 return square_from_unit(torch.rand_like(box), L, f)  # uniform over the APN's range
@@ -261,7 +296,7 @@ class RACNNLitModule(pl.LightningModule):
             self._step(optimizer, loss)
             self.log("train/loss_pretrain", loss, prog_bar=True)
         elif phase in ("warmup", "cls"):
-            out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase))
+            out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase, images))
             loss = sum(F.cross_entropy(z, target) for z in out.logits) + F.cross_entropy(out.fused_logits, target)
             self._step(optimizer, loss)
             self.log("train/loss_cls", loss, prog_bar=True)
@@ -290,13 +325,25 @@ class RACNNLitModule(pl.LightningModule):
             boxes.append(outer)
         return boxes
 
+    def _evaluation_forward(self, images: Tensor) -> RACNNOutput:
+        """The forward of evaluation and prediction; with ``boxes`` other than ``"apn"``, the
+        output's ``boxes`` are the squares that cropped (so IoU and pictures show them)."""
+        crops = self._ablation_crops(images)
+        out = self.net(images, crop_boxes=crops)
+        if crops is None:
+            return out
+        return out._replace(boxes=[crops(s, b, x.shape[-1]) for s, (b, x) in enumerate(zip(out.boxes, out.inputs))])
+
     def _evaluate(self, batch, split: str) -> None:
         images, target = batch[0], batch[1]
-        out = self.net(images)
+        out = self._evaluation_forward(images)
         metrics = self.metrics[split]
         probs = [z.softmax(-1) for z in out.logits]
+        p_true = [p.gather(1, target[:, None])[:, 0] for p in probs]  # (B,) per scale
         for s, p in enumerate(probs):
             metrics[f"acc_scale{s + 1}"].update(p, target)
+            if s > 0:  # the ranking loss's hinge met: p_t(s) >= p_t(s-1) + margin
+                metrics[f"ranked_scale{s + 1}"].update((p_true[s] >= p_true[s - 1] + self.hparams.margin).float())
         metrics["acc_fused"].update(out.fused_logits, target)
         for s, name in enumerate(self.combos, start=2):
             metrics[f"acc_{name}"].update(torch.stack(probs[:s]).mean(0), target)
@@ -331,7 +378,7 @@ class RACNNLitModule(pl.LightningModule):
         probability), ``boxes`` (Tensor[B, N-1, 3], see ``image_boxes``) and ``crops`` (the
         amplified inputs of scales 2..N, list of Tensor[B, C, S_s, S_s])."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        out = self.net(images)
+        out = self._evaluation_forward(images)
         p, pred = out.fused_logits.softmax(-1).max(1)
         return {"pred": pred, "prob": p, "boxes": torch.stack(self.image_boxes(out), 1),
                 "crops": list(out.inputs[1:])}
