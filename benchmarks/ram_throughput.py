@@ -56,18 +56,18 @@ from torch.utils.data import DataLoader
 
 from raccn.datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 from raccn.lit import RAMLitModule
-from raccn.models import DRAM
+from raccn.models import DRAM, RecurrentAttentionModel
 from raccn.ops import glimpse
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
 def build(args) -> RAMLitModule:
-    return RAMLitModule(
+    net = RecurrentAttentionModel(
         num_classes=10, in_channels=1, glimpses=args.glimpses, patch_size=args.patch, scales=args.scales,
         scale_factor=2.0, glimpse_hidden=128, glimpse_dim=256, hidden_size=args.hidden, core=args.core,
-        std=0.17, init_loc="random", mc_samples=args.mc, optimizer=fused_adam,
-        compile=getattr(args, "compile", False),
+        std=0.17, init_loc="random",
     )
+    return RAMLitModule(net, mc_samples=args.mc, optimizer=fused_adam, compile=getattr(args, "compile", False))
 
 
 def fused_adam(params) -> torch.optim.Adam:

@@ -33,15 +33,18 @@ def test_all_ram_configs_are_listed():
 def test_config_parses_and_instantiates(config, tmp_path):
     cli = main(["--config", config, "--trainer.default_root_dir", str(tmp_path),
                 "--trainer.logger", "false"], run=False)
-    hp = cli.model.hparams
-    assert hp.num_classes == cli.datamodule.num_classes == 10  # linked
+    net = cli.model.net
+    assert net.num_classes == cli.datamodule.num_classes == 10  # linked into the injected net
+    assert net.classifier.fc.out_features == 10
+    assert cli.model.hparams.net["init_args"]["num_classes"] == 10  # saved, for load_from_checkpoint
+    sensor = net.glimpse_net
     glimpses, patch, scales, side, distractors = EXPECTED[os.path.basename(config)[:-5]]
     if glimpses is not None:
-        assert (hp.glimpses, hp.patch_size, hp.scales) == (glimpses, patch, scales)
+        assert (net.glimpses, sensor.patch_size, sensor.scales) == (glimpses, patch, scales)
         assert cli.datamodule.image_size == (side, side)
     if distractors:
         assert cli.datamodule.hparams.num_distractors == distractors
-    assert hp.patch_size <= min(cli.datamodule.image_size)
+    assert sensor.patch_size <= min(cli.datamodule.image_size)
 
 
 def run_train(*args, cwd):
@@ -51,9 +54,11 @@ def run_train(*args, cwd):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("--model.init_args.std=0", "std must be > 0"),
-    ("--model.init_args.glimpses=0", "glimpses must be an integer >= 1"),
-    ("--model.init_args.patch_size=64", "larger than the data's 40x40 images"),
+    ("--model.init_args.net.init_args.std=0", "std must be > 0"),
+    ("--model.init_args.net.init_args.glimpses=0", "glimpses must be an integer >= 1"),
+    ("--model.init_args.net.init_args.patch_size=64", "larger than the data's 40x40 images"),
+    ("--model.init_args.net.init_args.in_channels=3", "set model.init_args.net.init_args.in_channels: 1"),
+    ("--model.init_args.mc_samples=0", "mc_samples must be an integer >= 1"),
 ])
 def test_invalid_values_fail_before_training(override, message, tmp_path):
     r = run_train("fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),

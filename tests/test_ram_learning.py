@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RAMLitModule
+from raccn.models import RecurrentAttentionModel
 
 
 def corner_task(n: int, seed: int):
@@ -32,13 +33,17 @@ class CornerData(pl.LightningDataModule):
     test_dataloader = val_dataloader
 
 
+def tiny_net(**kwargs) -> RecurrentAttentionModel:
+    """A small RAM for the corner task (4 classes, 12x12 images)."""
+    args = {"num_classes": 4, "glimpses": 2, "patch_size": 4, "glimpse_hidden": 8, "glimpse_dim": 8, "hidden_size": 8}
+    return RecurrentAttentionModel(**(args | kwargs))
+
+
 def test_ram_learns_where_to_look(tmp_path):
     pl.seed_everything(0)
-    model = RAMLitModule(
-        num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32, glimpse_dim=64,
-        hidden_size=64, std=0.25, init_loc="center",
-        optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
-    )
+    net = RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32,
+                                  glimpse_dim=64, hidden_size=64, std=0.25, init_loc="center")
+    model = RAMLitModule(net, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=tmp_path)
@@ -61,8 +66,7 @@ def test_train_metrics_are_logged_at_every_logging_step(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(0)
-    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, glimpse_hidden=8, glimpse_dim=8,
-                         hidden_size=8)
+    model = RAMLitModule(tiny_net())
     trainer = pl.Trainer(max_steps=20, log_every_n_steps=5, accelerator="cpu", enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          logger=CSVLogger(tmp_path, name="log"))
@@ -82,8 +86,7 @@ def test_wall_clock_is_logged_after_every_validation_epoch(tmp_path):
 
     from raccn.callbacks import WallClock
 
-    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, glimpse_hidden=8, glimpse_dim=8,
-                         hidden_size=8)
+    model = RAMLitModule(tiny_net())
     trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, accelerator="cpu",
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          logger=CSVLogger(tmp_path, name="log"), callbacks=[WallClock()])
@@ -96,7 +99,7 @@ def test_wall_clock_is_logged_after_every_validation_epoch(tmp_path):
 
 def test_policy_lr_factor_scales_only_the_policy_group():
     model = RAMLitModule(
-        glimpses=3, patch_size=4, glimpse_hidden=8, glimpse_dim=8, hidden_size=8, policy_lr_factor=0.15,
+        tiny_net(glimpses=3), policy_lr_factor=0.15,
         optimizer=lambda p: torch.optim.Adam(p, lr=2e-3),
         scheduler=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
     )
@@ -116,7 +119,7 @@ def test_policy_lr_factor_scales_only_the_policy_group():
 @pytest.mark.parametrize("factor", [0.0, -1.0])
 def test_policy_lr_factor_must_be_positive(factor):
     with pytest.raises(ValueError, match="policy_lr_factor must be > 0"):
-        RAMLitModule(policy_lr_factor=factor)
+        RAMLitModule(tiny_net(), policy_lr_factor=factor)
 
 
 def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
@@ -125,10 +128,9 @@ def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     import copy
 
     pl.seed_everything(0)
-    kwargs = {"num_classes": 4, "glimpses": 2, "patch_size": 4, "scales": 1, "glimpse_hidden": 32,
-              "glimpse_dim": 64, "hidden_size": 64, "std": 0.25, "init_loc": "center",
-              "optimizer": lambda p: torch.optim.Adam(p, lr=3e-3)}
-    model = RAMLitModule(compile=True, **kwargs)
+    net = RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4, scales=1, glimpse_hidden=32,
+                                  glimpse_dim=64, hidden_size=64, std=0.25, init_loc="center")
+    model = RAMLitModule(net, compile=True, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     x, y = corner_task(64, 5).tensors
     model.net.locator.std = 1e-6  # near-deterministic policy: both draw almost the same locations
     eager, compiled = model.training_loss(x, y), model._compiled_training_loss(x, y)
@@ -158,7 +160,7 @@ def test_compiled_training_loss_is_one_graph(monkeypatch):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=counting_backend))
     torch._dynamo.reset()
-    model = RAMLitModule(num_classes=4, glimpses=3, patch_size=4, scales=2, compile=True)
+    model = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=3, patch_size=4, scales=2), compile=True)
     x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 4, (8,))
     parts = model._compiled_training_loss(x, y)
     parts.loss.backward()
@@ -173,7 +175,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    model = RAMLitModule(num_classes=4, glimpses=2, patch_size=4, compile=True)
+    model = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4), compile=True)
     x, y = corner_task(8, 0).tensors
     with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*compile: false"):
         parts = model._compiled_training_loss(x, y)

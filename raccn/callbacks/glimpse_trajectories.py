@@ -31,7 +31,7 @@ class GlimpseTrajectoryWriter(AttentionPictureCallback):
 
     def render(self, pl_module, images: Tensor, targets: Tensor, extras: list[Tensor],
                to_display) -> Rendered:
-        hp = pl_module.hparams
+        sensor = pl_module.net.glimpse_net
         out = pl_module.net(images)
         K, T = out.locations.shape[:2]
         preds = out.logits.argmax(-1)  # (K, T)
@@ -53,6 +53,6 @@ class GlimpseTrajectoryWriter(AttentionPictureCallback):
                              reward_l[i], preds_l[i][t], targets_l[i]])
             caption = f"pred {preds_l[i][-1]} / true {targets_l[i]}"
             captions.append(caption)
-            pictures.append(draw_glimpse_path(display[i], out.locations[i], hp.patch_size, hp.scales,
-                                              hp.scale_factor, self.upscale, caption=caption))
+            pictures.append(draw_glimpse_path(display[i], out.locations[i], sensor.patch_size, sensor.scales,
+                                              sensor.scale_factor, self.upscale, caption=caption))
         return Rendered(pictures, captions, list(COLUMNS), rows)

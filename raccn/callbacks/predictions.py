@@ -151,9 +151,9 @@ class PredictionWriter(BasePredictionWriter):
         display = to_display(images)  # (B, C, H, W) in [0, 1]
         upscale = self.upscale or max(1, -(-160 // images.shape[-2]))
         if "locations" in prediction:
-            hp = pl_module.hparams
-            return [draw_glimpse_path(display[i], prediction["locations"][i], hp.patch_size,
-                                      hp.scales, hp.scale_factor, upscale, caption=c)
+            sensor = pl_module.net.glimpse_net
+            return [draw_glimpse_path(display[i], prediction["locations"][i], sensor.patch_size,
+                                      sensor.scales, sensor.scale_factor, upscale, caption=c)
                     for i, c in enumerate(captions)]
         boxes = prediction.get("boxes")
         if boxes is None:  # no attention to show: the image and its caption

@@ -21,9 +21,12 @@ from raccn.ops.glimpse import GlimpseSource
 
 
 class RAMLitModule(pl.LightningModule):
-    """RAM training: model hyper-parameters (see ``RecurrentAttentionModel``) plus:
+    """RAM training: the network is injected, this module holds the training settings.
 
     Args:
+        net: the model (LightningCLI: ``model.init_args.net: {class_path:
+            raccn.models.RecurrentAttentionModel, init_args: {...}}``; ``num_classes`` is linked
+            from the data). The metrics' classes and glimpses are read from it.
         reinforce_weight: weight of the REINFORCE term in the hybrid loss.
         mc_samples: M, rollouts averaged (softmax) at validation/test time (paper: Monte Carlo).
         policy_lr_factor: the location policy's learning rate is the optimiser's times this
@@ -41,24 +44,17 @@ class RAMLitModule(pl.LightningModule):
             one. If compiling fails, training warns and continues eagerly.
         optimizer: optimiser factory (LightningCLI ``class_path``/``init_args``).
         scheduler: optional LR scheduler factory, stepped once per epoch.
+
+    Saved hyper-parameters: built by LightningCLI, the run's model config (``net`` as its
+    class_path/init_args), from which ``load_from_checkpoint(path)`` and ``train.py test
+    --ckpt_path`` rebuild the module. A net built in Python is an object, not a config: it is
+    not saved with them (its weights are in the state_dict); pass it again,
+    ``RAMLitModule.load_from_checkpoint(path, net=RecurrentAttentionModel(...))``.
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        glimpses: int = 6,
-        patch_size: int = 8,
-        scales: int = 1,
-        scale_factor: float = 2.0,
-        glimpse_hidden: int = 128,
-        glimpse_dim: int = 256,
-        hidden_size: int = 256,
-        core: str = "rnn",
-        std: float = 0.17,
-        init_loc: str = "random",
-        policy_grad_to_core: bool = False,
-        init: str = "torch",
+        net: RecurrentAttentionModel,
         reinforce_weight: float = 1.0,
         mc_samples: int = 1,
         policy_lr_factor: float = 1.0,
@@ -76,34 +72,32 @@ class RAMLitModule(pl.LightningModule):
                 f"policy_lr_factor must be > 0 (it multiplies the optimiser's lr for the "
                 f"location policy; 1 = same lr), got {policy_lr_factor!r}"
             )
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = RecurrentAttentionModel(
-            num_classes, in_channels, glimpses, patch_size, scales, scale_factor,
-            glimpse_hidden, glimpse_dim, hidden_size, core, std, init_loc, policy_grad_to_core, init,
-        )
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        if "_instantiator" in self.hparams:  # LightningCLI's config (its marker key): net's too
+            self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(net.num_classes, average="micro")
         self.test_acc = nn.ModuleList(
-            MulticlassAccuracy(num_classes, average="micro") for _ in range(glimpses)
+            MulticlassAccuracy(net.num_classes, average="micro") for _ in range(net.glimpses)
         )
 
     # -- checks before anything runs -------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         size = getattr(dm, "image_size", None)
-        if size is not None:
+        patch_size = self.net.glimpse_net.patch_size
+        if size is not None and patch_size > min(size):
             H, W = size
-            if self.hparams.patch_size > min(H, W):
-                raise ValueError(
-                    f"model.patch_size={self.hparams.patch_size} is larger than the data's "
-                    f"{H}x{W} images: choose patch_size <= {min(H, W)} (paper: 8 for 28x28, "
-                    f"12 for 60x60)"
-                )
-        channels = getattr(dm, "num_channels", None)
-        if channels is not None and channels != self.hparams.in_channels:
             raise ValueError(
-                f"model.in_channels={self.hparams.in_channels} but the data has {channels} "
-                f"channel(s): set model.init_args.in_channels: {channels}"
+                f"model.init_args.net.init_args.patch_size={patch_size} is larger than the data's "
+                f"{H}x{W} images: choose patch_size <= {min(H, W)} (paper: 8 for 28x28, 12 for 60x60)"
+            )
+        channels = getattr(dm, "num_channels", None)
+        if channels is not None and channels != self.net.in_channels:
+            raise ValueError(
+                f"the model takes {self.net.in_channels} channel(s) but the data has {channels}: "
+                f"set model.init_args.net.init_args.in_channels: {channels}"
             )
 
     # -- steps -----------------------------------------------------------------------------

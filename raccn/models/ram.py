@@ -86,6 +86,7 @@ class RecurrentAttentionModel(nn.Module):
             raise ValueError(f"init_loc must be one of {INIT_LOCS}, got {init_loc!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.num_classes, self.in_channels = num_classes, in_channels
         self.glimpses, self.init_loc = glimpses, init_loc
         self.glimpse_net = GlimpseNetwork(
             in_channels, patch_size, scales, scale_factor, glimpse_hidden, glimpse_hidden, glimpse_dim
