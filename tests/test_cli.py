@@ -104,7 +104,11 @@ def test_quickstart_short_run_end_to_end(tmp_path):
 def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
     import yaml
     with open(config) as f:
-        callbacks = yaml.safe_load(f)["trainer"]["callbacks"]
+        trainer = yaml.safe_load(f)["trainer"]
+    if isinstance(trainer, str):  # a shared trainer file, relative to the config
+        with open(os.path.join(os.path.dirname(config), trainer)) as f:
+            trainer = yaml.safe_load(f)
+    callbacks = trainer["callbacks"]
     ckpts = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
     assert [c.get("monitor") is not None for c in ckpts] == [True, False]
     assert ckpts[1]["filename"] == "last" and not any(c.get("save_last") for c in ckpts)
@@ -181,7 +185,7 @@ def test_racnn_paper_configs_instantiate(name, tmp_path):
     assert cli.datamodule.val_split == 0 and cli.config.test_ckpt == "last"
     apn_opt = model.apn_optimizer([torch.nn.Parameter(torch.zeros(1))])  # scale-free steps for the sigmoid-headed APN
     assert isinstance(apn_opt, torch.optim.Adam) and apn_opt.defaults["lr"] == 1e-4
-    assert model.hparams.rank_lr_factor == 0.03  # taken from the proxy, marked in the configs
+    assert model.hparams.rank_lr_factor == 1.0 and model.hparams.crop == "apn"  # the paper's ranking step
 
 
 def test_racnn_fit_and_test_on_cub_fixture(tmp_path):

@@ -57,9 +57,9 @@ def test_racnn_fit_test_predict_on_an_image_folder(tmp_path, monkeypatch):
               f"--data.init_args.data_dir={fx.root}", f"--data.init_args.image_size={side}",
               f"--data.init_args.resize_size={resize}", "--data.init_args.batch_size=4",
               "--data.init_args.num_workers=0", "--data.init_args.boxes=true",
-              "--model.init_args.backbone=small_vgg_bn", "--model.init_args.weights=null",
-              "--model.init_args.num_scales=2", f"--model.init_args.input_sizes=[{side}, {side}]",
-              "--model.init_args.apn_hidden=32", "--model.init_args.apn_pool=3", *QUIET]
+              "--model.init_args.net.init_args.backbone=small_vgg_bn", "--model.init_args.net.init_args.weights=null",
+              "--model.init_args.net.init_args.num_scales=2", f"--model.init_args.net.init_args.input_sizes=[{side}, {side}]",
+              "--model.init_args.net.init_args.apn_hidden=32", "--model.init_args.net.init_args.apn_pool=3", *QUIET]
     run("fit", *common, "--model.init_args.apn_pretrain_steps=1", "--model.init_args.phase_unit=steps",
         "--model.init_args.cls_length=1", "--model.init_args.rank_length=1", "--trainer.max_epochs=1",
         "--test_after_fit=false")
@@ -100,13 +100,13 @@ def test_ram_fit_test_predict_on_an_image_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = ["--config", os.path.join(ROOT, "configs", "ram_imagefolder.yaml"),
               f"--data.init_args.data_dir={fx.root}", "--data.init_args.image_size=24",
-              "--data.init_args.batch_size=8", "--model.init_args.glimpses=3",
-              "--model.init_args.patch_size=6", "--model.init_args.scales=2",
+              "--data.init_args.batch_size=8", "--model.init_args.net.init_args.glimpses=3",
+              "--model.init_args.net.init_args.patch_size=6", "--model.init_args.net.init_args.scales=2",
               "--model.init_args.mc_samples=2", *QUIET]
     run("fit", *common, "--trainer.max_epochs=1", "--test_after_fit=true")
     ckpt = os.path.join(run_dir("ram_imagefolder", 0), "checkpoints", "last.ckpt")
     # test and predict follow the policy's mean (std ~ 0), so both see the same glimpses
-    mean_policy = [f"--ckpt_path={ckpt}", "--model.init_args.std=1e-6"]
+    mean_policy = [f"--ckpt_path={ckpt}", "--model.init_args.net.init_args.std=1e-6"]
     run("test", *common, *mean_policy)
     dm = ImageFolderDataModule(str(fx.root), image_size=24, skip_corrupt=True)
     dm.setup("test")
@@ -141,8 +141,9 @@ def test_configs_read_the_benchmark_with_the_cub_models_settings(tmp_path, name,
         config = yaml.safe_load(fh)
     with open(os.path.join(configs, "racnn_cub.yaml")) as fh:
         cub = yaml.safe_load(fh)
-    assert config["model"] == cub["model"]  # the paper's model and schedule, as for CUB
-    assert config["trainer"]["default_root_dir"] == f"runs/{config_name}"
+    # the paper's model, schedule and trainer, shared with CUB (the run is named after the file)
+    assert (config["model"], config["trainer"]) == (cub["model"], cub["trainer"]) == (
+        "racnn/paper_model.yaml", "racnn/trainer.yaml")
     data = config["data"]
     path, cls = data["class_path"].rsplit(".", 1)
     assert getattr(importlib.import_module(path), cls) is module

@@ -313,7 +313,7 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"pretrain_features": "stride4"}, "pretrain_features must be null or one of"),
     ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
     ({"box_jitter": 1.5}, "box_jitter must be in"),
-    ({"boxes": "grid"}, "boxes must be one of"),
+    ({"crop": "grid"}, "crop must be one of"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -627,9 +627,9 @@ def two_scales(**kw):
 
 @pytest.mark.parametrize("mode", ["centre", "random", "heuristic"])
 def test_ablation_boxes_crop_and_are_scored(mode):
-    """``boxes`` other than "apn" crop scale 2 with squares of side ``apn_pretrain_side`` (the
+    """``crop`` other than "apn" crops scale 2 with squares of side ``apn_pretrain_side`` (the
     centre, a random place, the pre-training target), and those squares are what is scored."""
-    m = two_scales(boxes=mode)
+    m = two_scales(crop=mode)
     images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = m._evaluation_forward(images)

@@ -56,7 +56,7 @@ from raccn.models.apn import square_from_unit
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
-BOXES = ("apn", "centre", "random", "heuristic")
+CROPS = ("apn", "centre", "random", "heuristic")
 LOGGED_PHASE = {"pretrain": 0, "reanchor": 0, "warmup": 1, "cls": 1, "rank": 2}  # train/phase
 
 
@@ -86,7 +86,7 @@ class RACNNLitModule(pl.LightningModule):
             ``0.5 (1 + cos(pi t / T))`` of its value, t the global step and T the run's total
             steps (``trainer.estimated_stepping_batches``).
         extras: ``RecipeExtras``, additions to the paper's recipe.
-        boxes: what crops the finer scales, in training and evaluation: ``"apn"`` (the APNs'
+        crop: what crops the finer scales, in training and evaluation: ``"apn"`` (the APNs'
             boxes: RA-CNN) or, as ablations that take the APNs out, squares of side
             ``apn_pretrain_side`` at the input's ``"centre"``, at a uniformly ``"random"`` place,
             or on the pre-training target of the current trunk (``"heuristic"``: the same
@@ -110,7 +110,7 @@ class RACNNLitModule(pl.LightningModule):
         apn_optimizer: OptimizerCallable = _adam,
         lr_decay: str | None = None,
         extras: RecipeExtras = NO_EXTRAS,
-        boxes: str = "apn",
+        crop: str = "apn",
     ) -> None:
         super().__init__()
         check_margin(margin)
@@ -121,8 +121,8 @@ class RACNNLitModule(pl.LightningModule):
                              f"{rank_lr_factor!r}")
         if lr_decay not in (None, "cosine"):
             raise ValueError(f"lr_decay must be null or 'cosine', got {lr_decay!r}")
-        if boxes not in BOXES:
-            raise ValueError(f"boxes must be one of {BOXES}, got {boxes!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         if isinstance(extras, Mapping):  # from a checkpoint's hyper-parameters
             extras = RecipeExtras(**extras)
         self.schedule = PhaseSchedule(cls_length, rank_length, phase_unit, apn_pretrain_steps,
@@ -233,9 +233,9 @@ class RACNNLitModule(pl.LightningModule):
         return targets
 
     def _ablation_crops(self, images: Tensor):
-        """The ``crop_boxes`` of ``RACNN.forward`` for ``boxes`` other than ``"apn"`` (else
+        """The ``crop_boxes`` of ``RACNN.forward`` for ``crop`` other than ``"apn"`` (else
         None); each scale's squares are drawn once per batch, so they can be scored."""
-        mode, side = self.hparams.boxes, self.hparams.apn_pretrain_side
+        mode, side = self.hparams.crop, self.hparams.apn_pretrain_side
         if mode == "apn":
             return None
         if mode == "heuristic":
@@ -255,7 +255,7 @@ class RACNNLitModule(pl.LightningModule):
     def _training_crops(self, phase: str, images: Tensor):
         """The ``crop_boxes`` of ``RACNN.forward`` for a classification step (or None)."""
         ex, f = self.extras, self.net.min_side_fraction
-        if self.hparams.boxes != "apn" and not (phase == "warmup" and ex.warmup_boxes == "random"):
+        if self.hparams.crop != "apn" and not (phase == "warmup" and ex.warmup_boxes == "random"):
             return self._ablation_crops(images)
         if phase == "warmup" and ex.warmup_boxes == "random":
             def crops(s: int, box: Tensor, L: int) -> Tensor:
@@ -326,7 +326,7 @@ class RACNNLitModule(pl.LightningModule):
         return boxes
 
     def _evaluation_forward(self, images: Tensor) -> RACNNOutput:
-        """The forward of evaluation and prediction; with ``boxes`` other than ``"apn"``, the
+        """The forward of evaluation and prediction; with ``crop`` other than ``"apn"``, the
         output's ``boxes`` are the squares that cropped (so IoU and pictures show them)."""
         crops = self._ablation_crops(images)
         out = self.net(images, crop_boxes=crops)
