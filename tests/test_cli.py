@@ -221,27 +221,30 @@ def test_racnn_missing_data_fails_before_training(tmp_path):
 
 
 # -- RA-CNN recipe switches: one config value each, in a second --config ----------------------
-ABLATIONS = {  # name -> (the override file's text, what it changes)
-    "no_rank": ("model:\n  init_args:\n    rank_lr_factor: 0\n", lambda m: m.hparams.rank_lr_factor == 0),
-    "no_pretrain": ("model:\n  init_args:\n    apn_pretrain_steps: 0\n",
-                    lambda m: m.schedule.pretrain_steps == 0),
-    "no_reanchor": ("model:\n  init_args:\n    extras:\n      reanchor_steps: 0\n",
-                    lambda m: m.extras.reanchor_steps == 0 == m.schedule.reanchor_steps),
-    "apn_warmup_boxes": ("model:\n  init_args:\n    extras:\n      warmup_boxes: apn\n",
-                         lambda m: m.extras.warmup_boxes == "apn"),
-    "mask_only_grad": ("model:\n  init_args:\n    net:\n      init_args:\n        grid_grad: false\n",
-                       lambda m: m.net.grid_grad is False),
+ABLATIONS = {  # configs/ablations/<name>.yaml -> what it changes
+    "no_rank": lambda m: m.hparams.rank_lr_factor == 0,
+    "no_pretrain": lambda m: m.schedule.pretrain_steps == 0,
+    "reanchor": lambda m: m.extras.reanchor_steps == 40 == m.schedule.reanchor_steps,
+    "warmup_apn": lambda m: m.extras.warmup_boxes == "apn",
+    "mask_grad": lambda m: m.net.grid_grad is False,
+    "centre_box": lambda m: m.hparams.crop == "centre",
+    "random_box": lambda m: m.hparams.crop == "random",
+    "heuristic_box": lambda m: m.hparams.crop == "heuristic",
 }
 
 
+def test_every_ablation_file_is_tested():
+    files = glob.glob(os.path.join(ROOT, "configs", "ablations", "*.yaml"))
+    assert sorted(os.path.basename(f)[:-5] for f in files) == sorted(ABLATIONS)
+
+
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
-def test_racnn_recipe_switch_is_one_value_in_a_second_config(name, tmp_path):
-    text, changed = ABLATIONS[name]
-    override = tmp_path / f"{name}.yaml"
-    override.write_text(text)
+def test_racnn_ablation_is_one_value_in_a_second_config(name, tmp_path):
+    changed = ABLATIONS[name]
     args = ["--config", os.path.join(ROOT, "configs", "racnn_quickstart.yaml"), "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path)]
-    base, cli = main(args, run=False).model, main([*args, "--config", str(override)], run=False).model
+    override = os.path.join(ROOT, "configs", "ablations", f"{name}.yaml")
+    base, cli = main(args, run=False).model, main([*args, "--config", override], run=False).model
     assert changed(cli) and not changed(base)
     differ = {k for k in base.hparams if base.hparams[k] != cli.hparams[k]}
     assert len(differ) == 1  # everything else as in the quick start
