@@ -570,15 +570,15 @@ def test_training_crops_random_warmup_and_jitter_stay_within_the_apn_bounds():
     L, f = 64, m.net.min_side_fraction
     apn_box = torch.tensor([[32.0, 32.0, 20.0]]).repeat(2000, 1)
     for phase in ("warmup", "cls"):
-        boxes = m._training_crops(phase)(0, apn_box, L)
+        boxes = m._training_crops(phase, None)(0, apn_box, L)
         tx, ty, tl = boxes.unbind(1)
         assert (tl >= 0.5 * f * L - 1e-4).all() and (tl <= 0.5 * L + 1e-4).all()
         assert (tx - tl >= -1e-4).all() and (tx + tl <= L + 1e-4).all()
         assert (ty - tl >= -1e-4).all() and (ty + tl <= L + 1e-4).all()
         assert boxes.std(0).min() > 1.0  # they do vary
-    random_tl = m._training_crops("warmup")(0, apn_box, L)[:, 2]
+    random_tl = m._training_crops("warmup", None)(0, apn_box, L)[:, 2]
     assert random_tl.min() < 0.5 * f * L + 1 and random_tl.max() > 0.5 * L - 1  # the whole range
-    assert module()._training_crops("cls") is None  # default: the APN's boxes
+    assert module()._training_crops("cls", None) is None  # default: the APN's boxes
 
 
 def test_cosine_lr_decay_reaches_zero_at_the_end(tmp_path):
