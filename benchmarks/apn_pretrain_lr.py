@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from raccn.lit import RACNNLitModule
+from raccn.models import RACNN
 
 OPTIMISERS = {
     "sgd1e-6": lambda p: torch.optim.SGD(p, lr=1e-6, momentum=0.9),  # the paper's APN learning rate
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     L = a.size
-    m = RACNNLitModule(num_classes=200, backbone=a.backbone, weights=None, num_scales=2,
-                       input_sizes=[L, L // 2], apn_hidden=a.apn_hidden, apn_pool=a.apn_pool,
-                       apn_pretrain_steps=a.steps, apn_pretrain_side=0.5).eval()
+    net = RACNN(200, backbone=a.backbone, weights=None, num_scales=2, input_sizes=[L, L // 2],
+                apn_hidden=a.apn_hidden, apn_pool=a.apn_pool)
+    m = RACNNLitModule(net, apn_pretrain_steps=a.steps, apn_pretrain_side=0.5).eval()
     g = torch.Generator().manual_seed(1)
     images, side = torch.zeros(a.batch, 3, L, L), L // 4
     for b in range(a.batch):
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         images[b, :, i:i + side, j:j + side] = torch.rand(3, side, side, generator=g)
     with torch.no_grad():
         out = m.net(images, detach_boxes=True, boxes_only=True)
-    features, targets = out.apn_features[0], m.pretrain_targets(out)[0]
+    features, targets = out.features[0], m.pretrain_targets(out)[0]
     apn = m.net.apns[0]
     start = {k: v.clone() for k, v in apn.state_dict().items()}
     for scale in a.feature_scales:

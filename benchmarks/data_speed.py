@@ -7,8 +7,8 @@ For each variant (plain 28x28; translated and cluttered on a ``--canvas`` canvas
 in this process, a batch of random indices is built the two ways a ``DataLoader`` with
 ``num_workers=0`` can build it, i.e. the time a training step waits for its batch:
 
-- ``item_ms``: ``default_collate([dataset[i] for i in indices])`` (the loader before
-  ``__getitems__``);
+- ``item_ms``: ``default_collate([dataset[i] for i in indices])`` (a loader over a data set
+  without ``__getitems__``; each item is the batch of one);
 - ``batched_ms``: ``collate_canvases(dataset.__getitems__(indices))`` (the loader now);
 - ``loader_ms``: one batch of the data module's own ``DataLoader``, sampler included.
 
@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import default_collate
 
-from datamodules import MNISTDataModule
-from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
+from raccn.datamodules import MNISTDataModule
+from raccn.datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 from raccn.runtime import tune_cpu_allocator
 
 

@@ -49,7 +49,8 @@ def main() -> None:
     tune_cpu_allocator(mmap_max=None if a.mmap_large_blocks else 0)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = RACNN(a.classes, a.backbone, None, len(a.sizes), a.sizes, channels_last=a.channels_last)
+    model = RACNN(a.classes, backbone=a.backbone, weights=None, num_scales=len(a.sizes), input_sizes=a.sizes,
+                  channels_last=a.channels_last)
     B, y = a.batch, torch.randint(0, a.classes, (a.batch,))
     images = torch.rand(B, 3, a.sizes[0], a.sizes[0])
     inputs = [torch.rand(B, 3, s, s) for s in a.sizes]

@@ -54,7 +54,7 @@ import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
 from torch.utils.data import DataLoader
 
-from datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
+from raccn.datamodules.synthetic import TranslatedClutteredDataset, collate_canvases
 from raccn.lit import RAMLitModule
 from raccn.models import DRAM, RecurrentAttentionModel
 from raccn.ops import glimpse

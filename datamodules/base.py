@@ -10,15 +10,15 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.predict import ImagePathsDataset, resize_transform
-from datamodules.synthetic import collate_canvases
+from raccn.datamodules.predict import ImagePathsDataset, resize_transform
+from raccn.datamodules.synthetic import collate_canvases
 
 
 class SplitDataModule(pl.LightningDataModule):
     """Base of every data module here: checks ``batch_size``/``num_workers`` and serves
     ``train_set``, ``val_set`` and ``test_set`` (built by the subclass's ``setup``) and the
     prediction set: the test split, or with ``predict_paths`` the user's image files
-    (``predict_set``, a :class:`~datamodules.predict.ImagePathsDataset` with batches ``(images
+    (``predict_set``, a :class:`~raccn.datamodules.predict.ImagePathsDataset` with batches ``(images
     Tensor[B, C, H, W], indices Tensor[B])``, built by :meth:`setup_predict`).
 
     Subclasses start their ``setup`` with ``if self.setup_predict(stage): return``, so that
@@ -106,8 +106,8 @@ class SplitDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, split: str, shuffle: bool) -> DataLoader:
         """DataLoader over ``dataset``. Data sets with ``__getitems__`` build each batch at once
         (the DataLoader calls ``dataset.__getitems__(indices)``); a batch that comes as a
-        :class:`~datamodules.synthetic.CanvasBatch` is passed on as built, anything else is
-        stacked by ``default_collate`` (:func:`~datamodules.synthetic.collate_canvases`)."""
+        :class:`~raccn.datamodules.synthetic.CanvasBatch` is passed on as built, anything else is
+        stacked by ``default_collate`` (:func:`~raccn.datamodules.synthetic.collate_canvases`)."""
         if dataset is None:
             raise RuntimeError(
                 f"the {split} split is not built yet; call setup() first (the Trainer does it)."

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.finegrained import (
+from raccn.datamodules.finegrained import (
     Expected,
     FineGrainedDataModule,
     ImageRecord,
@@ -31,7 +31,7 @@ class StanfordCarsDataModule(FineGrainedDataModule):
     Class names come from ``cars_meta.mat`` (e.g. ``AM General Hummer SUV 2000``).
     ``train_set.boxes`` / ``test_set.boxes`` are Tensor[N, 4] ``(x, y, w, h)`` from the
     annotation corners as written (``x = bbox_x1``, ``w = bbox_x2 - bbox_x1``), in original
-    pixels. Arguments: see :class:`~datamodules.finegrained.FineGrainedDataModule`.
+    pixels. Arguments: see :class:`~raccn.datamodules.finegrained.FineGrainedDataModule`.
     """
 
     NAME = "Stanford Cars"
@@ -41,6 +41,7 @@ class StanfordCarsDataModule(FineGrainedDataModule):
         "car_devkit.tgz (devkit/), cars_train.tgz, cars_test.tgz and "
         "cars_test_annos_withlabels.mat"
     )
+    BOX_SOURCE = "the annotation .mat files"
 
     def expected(self) -> list[Expected]:
         root = self.root

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from datamodules.finegrained import (
+from raccn.datamodules.finegrained import (
     Expected,
     FineGrainedDataModule,
     ImageRecord,
@@ -54,7 +54,7 @@ class CUBDataModule(FineGrainedDataModule):
     the class folders of ``classes.txt`` without the number (``Black_footed_Albatross``).
     ``train_set.boxes`` / ``test_set.boxes`` are Tensor[N, 4] ``(x, y, w, h)`` from
     ``bounding_boxes.txt``, in original image pixels. Arguments: see
-    :class:`~datamodules.finegrained.FineGrainedDataModule`.
+    :class:`~raccn.datamodules.finegrained.FineGrainedDataModule`.
     """
 
     NAME = "CUB-200-2011"
@@ -62,6 +62,7 @@ class CUBDataModule(FineGrainedDataModule):
         "https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz; extracting it "
         "gives the folder CUB_200_2011/)"
     )
+    BOX_SOURCE = "bounding_boxes.txt"
 
     @property
     def root(self) -> Path:

@@ -2,7 +2,7 @@
 
 The 1,797 UCI handwritten digits (``sklearn.datasets.load_digits``, values 0..16) are scaled to
 [0, 1], upsampled and placed on a canvas with clutter exactly like cluttered MNIST
-(:class:`~datamodules.synthetic.TranslatedClutteredDataset`), giving a small but real
+(:class:`~raccn.datamodules.synthetic.TranslatedClutteredDataset`), giving a small but real
 attention task that trains on a CPU in minutes.
 """
 
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from datamodules.base import DigitCanvasDataModule
-from datamodules.synthetic import TranslatedClutteredDataset
+from raccn.datamodules.base import DigitCanvasDataModule
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 
 class ClutteredDigitsDataModule(DigitCanvasDataModule):

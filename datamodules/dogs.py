@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from datamodules.finegrained import (
+from raccn.datamodules.finegrained import (
     Expected,
     FineGrainedDataModule,
     ImageRecord,
@@ -45,7 +45,7 @@ class StanfordDogsDataModule(FineGrainedDataModule):
     Every listed image must lie in the folder of its label. With ``Annotation/`` present,
     ``train_set.boxes`` / ``test_set.boxes`` are Tensor[N, 4] ``(x, y, w, h)`` of each image's
     first annotated dog, in original pixels; otherwise ``None``. Arguments: see
-    :class:`~datamodules.finegrained.FineGrainedDataModule`.
+    :class:`~raccn.datamodules.finegrained.FineGrainedDataModule`.
     """
 
     NAME = "Stanford Dogs"
@@ -53,6 +53,7 @@ class StanfordDogsDataModule(FineGrainedDataModule):
         "http://vision.stanford.edu/aditya86/ImageNetDogs/ (images.tar, lists.tar and, for the "
         "boxes, annotation.tar, all extracted into one folder)"
     )
+    BOX_SOURCE = "Annotation/ (annotation.tar)"
 
     def expected(self) -> list[Expected]:
         root = self.root

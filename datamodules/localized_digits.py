@@ -2,8 +2,8 @@
 
 scikit-learn's bundled 8x8 digits are upsampled and placed at a random position of a much larger
 canvas among distractor patches cut from other digits (the same generator as the RAM data,
-:class:`~datamodules.synthetic.TranslatedClutteredDataset`). At scale 1 the object is small and
-surrounded by clutter; a zoom on it pays off. Validation and test batches also carry the
+:class:`~raccn.datamodules.synthetic.TranslatedClutteredDataset`). At scale 1 the object is small
+and surrounded by clutter; a zoom on it pays off. Validation and test batches also carry the
 object's true box, so the APN's localisation can be scored (``val/apn_iou_scale{s}``).
 No download; the split and the val/test canvases are fixed (see ``ClutteredDigitsDataModule``).
 
@@ -17,23 +17,25 @@ full-resolution canvas and amplified (scale 2) shows the stripes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.digits import ClutteredDigitsDataModule
-from datamodules.predict import resize_transform
-from datamodules.synthetic import TranslatedClutteredDataset
+from raccn.datamodules.digits import ClutteredDigitsDataModule
+from raccn.datamodules.predict import resize_transform
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 
 class RGBWithBox(Dataset):
     """Wrap a grey :class:`TranslatedClutteredDataset` for RGB models.
 
     Items: ``(image Tensor[3, S, S] in [0, 1], label Tensor[] int64)`` and, when the wrapped set
-    has fixed placements, ``box Tensor[4]`` = (x0, y0, x1, y1) of the digit in canvas pixels.
+    has fixed placements, ``box Tensor[4]`` float32 = (x0, y0, x1, y1) of the digit in canvas
+    pixels. Like the wrapped set, it builds a batch at once (``__getitems__``, which
+    ``DataLoader`` calls) and an item is the batch of one.
     """
 
     def __init__(self, dataset: TranslatedClutteredDataset) -> None:
@@ -44,13 +46,16 @@ class RGBWithBox(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[Tensor, ...]:
-        image, label = self.dataset[i]
-        image = image.expand(3, -1, -1)
-        if not self.with_box:
-            return image, label
-        b = self.dataset.box(i)
-        box = torch.tensor([b.col, b.row, b.col + b.width, b.row + b.height], dtype=torch.float32)
-        return image, label, box
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, ...]]:
+        """The items ``indices``, for ``default_collate`` to stack."""
+        batch = self.dataset.__getitems__(indices)
+        columns = [batch.images.expand(-1, 3, -1, -1), batch.labels]
+        if self.with_box:
+            row, col, height, width = self.dataset.boxes(indices).float().unbind(1)
+            columns.append(torch.stack([col, row, col + width, row + height], 1))  # (B, 4)
+        return list(zip(*columns))
 
 
 TEXTURES = ("none", "stripes")

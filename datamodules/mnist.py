@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import DigitCanvasDataModule
-from datamodules.mnist_files import find_mnist_files, load_mnist, require_mnist_files, try_download
-from datamodules.synthetic import TranslatedClutteredDataset
+from raccn.datamodules.base import DigitCanvasDataModule
+from raccn.datamodules.mnist_files import ensure_mnist_files, load_mnist
+from raccn.datamodules.synthetic import TranslatedClutteredDataset
 
 
 class MNISTDataModule(DigitCanvasDataModule):
@@ -109,14 +109,7 @@ class MNISTDataModule(DigitCanvasDataModule):
 
     def prepare_data(self) -> None:
         """Download missing files if ``download``; raise ``FileNotFoundError`` if still missing."""
-        if len(find_mnist_files(self.data_dir)) == 4 or not self.download:
-            require_mnist_files(self.data_dir)
-            return
-        reason = try_download(self.data_dir)
-        try:
-            require_mnist_files(self.data_dir)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}\nAutomatic download failed: {reason}") from None
+        ensure_mnist_files(self.data_dir, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the files once (``FileNotFoundError`` if missing) and build the three splits

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from datamodules.idx import IdxFormatError, read_idx
+from raccn.datamodules.idx import IdxFormatError, read_idx
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -101,6 +101,19 @@ def try_download(
     finally:
         socket.setdefaulttimeout(previous)
     return outcome[0]
+
+
+def ensure_mnist_files(data_dir: str | Path, download: bool) -> dict[str, Path]:
+    """The four files' paths; if some are missing and ``download``, try to download them first
+    (:func:`try_download`). ``FileNotFoundError`` (with the download's failure) if still
+    missing."""
+    if len(find_mnist_files(data_dir)) == 4 or not download:
+        return require_mnist_files(data_dir)
+    reason = try_download(data_dir)
+    try:
+        return require_mnist_files(data_dir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}\nAutomatic download failed: {reason}") from None
 
 
 def load_mnist(data_dir: str | Path) -> MNISTArrays:

@@ -12,9 +12,10 @@ Attention", Sec. 4.1).
 Coordinates are (row, col) of the top-left pixel, 0-based, rows growing downwards. Pixel values
 are non-negative (the canvas background is 0).
 
-Two paths build the same canvases: ``dataset[i]`` (one item, :func:`compose`) and
-``dataset.__getitems__(indices)`` (a whole batch with tensor ops, :func:`compose_batch`), which
-``torch.utils.data.DataLoader`` calls instead of ``B`` reads of ``dataset[i]``. With
+One path builds canvases: a whole batch at once with tensor ops (:func:`compose_batch`,
+:func:`shift_canvases`), from placements drawn as one tensor. ``torch.utils.data.DataLoader``
+calls ``dataset.__getitems__(indices)`` instead of ``B`` reads of ``dataset[i]``, and
+``dataset[i]`` is the batch of one, so a canvas is the same however it is read. With
 :func:`collate_canvases` as the loader's ``collate_fn`` the batch is handed on as built.
 """
 
@@ -60,45 +61,6 @@ class Placement(NamedTuple):
     shift: tuple[int, int] = (0, 0)
 
 
-def compose(
-    digit: Tensor,
-    canvas_size: int,
-    pos: tuple[int, int],
-    distractors: Sequence[tuple[Tensor, tuple[int, int]]] = (),
-) -> Tensor:
-    """Paste ``digit`` and clutter patches onto a black square canvas.
-
-    Args:
-        digit (Tensor[h, w]): non-negative image, any dtype (uint8 or float).
-        canvas_size (int): side ``S`` of the canvas, ``S >= max(h, w)``.
-        pos ((int, int)): (row, col) of the digit's top-left pixel, ``0 <= row <= S - h``,
-            ``0 <= col <= S - w``.
-        distractors (sequence of (Tensor[d, d'], (int, int))): patches and the (row, col) of
-            their top-left pixel; each is combined with the canvas by a pixel-wise maximum,
-            after the digit, in order.
-
-    Returns:
-        Tensor[S, S]: the canvas, same dtype and device as ``digit``.
-    """
-    canvas = digit.new_zeros(canvas_size, canvas_size)
-    _paste_region(canvas, digit, pos, "digit")[...] = digit
-    for patch, patch_pos in distractors:
-        region = _paste_region(canvas, patch, patch_pos, "distractor")
-        torch.maximum(region, patch, out=region)
-    return canvas
-
-
-def _paste_region(canvas: Tensor, patch: Tensor, pos: tuple[int, int], what: str) -> Tensor:
-    """View of ``canvas`` (Tensor[S, S]) under ``patch`` (Tensor[h, w]) placed at ``pos``."""
-    (row, col), (h, w), size = pos, patch.shape, canvas.shape[0]
-    if not (0 <= row <= size - h and 0 <= col <= size - w):
-        raise ValueError(
-            f"{what} of size {h}x{w} at (row, col)=({row}, {col}) does not fit a {size}x{size} "
-            f"canvas; use 0 <= row <= {size - h} and 0 <= col <= {size - w}."
-        )
-    return canvas[row : row + h, col : col + w]
-
-
 class PlacementBatch(NamedTuple):
     """Placements of ``B`` canvases with ``K`` distractors each, as tensors (int64): the
     batched :class:`Placement`, positions as (row, col) of top-left pixels.
@@ -117,9 +79,10 @@ class PlacementBatch(NamedTuple):
 def compose_batch(
     images: Tensor, index: Tensor, placement: PlacementBatch, canvas_size: int, distractor_size: int
 ) -> Tensor:
-    """Batched :func:`compose`: canvas ``b`` holds ``images[index[b]]`` at ``placement.digit[b]``
-    and, for each ``k``, the ``d x d`` crop of ``images[sources[b, k]]`` at ``crops[b, k]``
-    pasted at ``pastes[b, k]`` by a pixel-wise maximum.
+    """Paste digits and clutter patches onto black square canvases: canvas ``b`` holds
+    ``images[index[b]]`` with its top-left pixel at ``placement.digit[b]`` and, for each ``k``,
+    the ``d x d`` crop of ``images[sources[b, k]]`` at ``crops[b, k]`` pasted at
+    ``pastes[b, k]`` by a pixel-wise maximum (so the order of the patches does not matter).
 
     Args:
         images (Tensor[N, h, w]): non-negative source images, any dtype (uint8 or float);
@@ -131,9 +94,8 @@ def compose_batch(
         distractor_size (int): side ``d`` of the patches (unused when ``K = 0``).
 
     Returns:
-        Tensor[B, S, S]: the canvases, dtype and device of ``images``; canvas ``b`` equals
-        ``compose(images[index[b]], S, digit[b], [(crop k of b, pastes[b, k]) for k])``
-        (a maximum does not depend on the order of the patches).
+        Tensor[B, S, S]: the canvases, dtype and device of ``images``, 0 where nothing is
+        pasted.
     """
     (B,), (n, h, w), S, d = index.shape, images.shape, canvas_size, distractor_size
     digit, sources, crops, pastes = placement
@@ -266,12 +228,12 @@ class TranslatedClutteredDataset(Dataset):
     int64 tensor.
 
     Batches: ``__getitems__(indices)`` (called by ``DataLoader``) builds the ``B`` canvases at
-    once and returns a :class:`CanvasBatch`. With ``fixed_seed`` set they are identical to
-    ``[self[i] for i in indices]`` (the placements of all items are computed once, by the same
-    code as :meth:`placement`, then looked up). With ``fixed_seed=None`` the placements of the
-    batch come from one ``torch.rand(B, L)`` call instead of ``B`` calls of ``torch.rand(L)``:
-    the same distribution, and with the same RNG state even the same canvases, since
-    PyTorch's CPU generator fills ``(B, L)`` in the order of the ``B`` separate calls (tested).
+    once and returns a :class:`CanvasBatch`; ``self[i]`` is the batch of one. With
+    ``fixed_seed`` set the placements of all items are computed once and looked up, so a
+    canvas does not depend on the batch it is read in. With ``fixed_seed=None`` the
+    placements of a batch come from one ``torch.rand(B, L)`` call, which PyTorch's CPU
+    generator fills in the order of ``B`` calls of ``torch.rand(L)``: from the same RNG state,
+    a batch and its items read one by one are the same canvases (tested).
     """
 
     def __init__(
@@ -337,51 +299,23 @@ class TranslatedClutteredDataset(Dataset):
             [canvas_size - h + 1, canvas_size - w + 1] + per_distractor * num_distractors + shifts,
             dtype=torch.float64,
         )  # (L,)
-        self._fixed_draws: Tensor | None = None  # (N, L) int64, built on first batched read
+        self._fixed_draws: Tensor | None = None  # (N, L) int64, built on the first read
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        i = int(i) + len(self) if i < 0 else int(i)  # as a list: -1 is the last item
-        digit = self.images[i]  # (h, w)
-        if self._is_plain:
-            canvas = digit
-        else:
-            p = self._draw(i)
-            clutter = [
-                (
-                    self.images[
-                        x.source,
-                        x.crop.row : x.crop.row + x.crop.height,
-                        x.crop.col : x.crop.col + x.crop.width,
-                    ],
-                    (x.paste.row, x.paste.col),
-                )
-                for x in p.distractors
-            ]
-            canvas = compose(digit, self.canvas_size, (p.digit.row, p.digit.col), clutter)
-            canvas = shift_canvases(canvas[None], torch.tensor([p.shift]), self.max_shift)[0]
-        if canvas.dtype == torch.uint8:
-            image = canvas.float().div_(255.0)
-        else:
-            image = canvas.to(torch.float32, copy=self._is_plain)  # never alias self.images
-        return image.unsqueeze(0), self.labels[i]
+        """Item ``i`` (negative counts from the end): the batch of one, ``__getitems__([i])[0]``."""
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> CanvasBatch:
         """Items ``indices`` (negative ones count from the end) built as one batch.
 
         Returns:
-            CanvasBatch: ``[(image, label), ...]`` as ``[self[i] for i in indices]``, with
+            CanvasBatch: item ``k`` is ``(image, label)`` of item ``indices[k]``, with
             ``images`` Tensor[B, 1, S, S] float32 in [0, 1] and ``labels`` Tensor[B] int64.
         """
-        n = len(self)
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)  # (B,)
-        if idx.numel() and not (-n <= int(idx.min()) and int(idx.max()) < n):
-            raise IndexError(
-                f"indices in [{int(idx.min())}, {int(idx.max())}] out of range for {n} items."
-            )
-        idx = torch.where(idx < 0, idx + n, idx)
+        idx = self._index(indices)
         if self._is_plain:
             canvas = self.images[idx]  # (B, h, w), a copy
         else:
@@ -398,67 +332,67 @@ class TranslatedClutteredDataset(Dataset):
 
     def placement(self, i: int) -> Placement:
         """Where item ``i``'s digit and clutter are; only defined when ``fixed_seed`` is set."""
-        if self.fixed_seed is None:
-            raise ValueError(
-                "placement() needs a fixed placement, but fixed_seed=None draws a new one on "
-                "every read; construct the dataset with fixed_seed=<int>."
+        p, shift = self._placement_batch(self._index([i], "placement()"))
+        (_, h, w), d = self.images.shape, self.distractor_size
+        distractors = tuple(
+            Distractor(source, Box(*crop, d, d), Box(*paste, d, d))
+            for source, crop, paste in zip(
+                p.sources[0].tolist(), p.crops[0].tolist(), p.pastes[0].tolist()
             )
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} items.")
-        return self._draw(i % len(self))
+        )
+        return Placement(Box(*p.digit[0].tolist(), h, w), distractors, tuple(shift[0].tolist()))
 
     def box(self, i: int) -> Box:
-        """Canvas box (row, col, height, width) of item ``i``'s h x w digit image.
+        """Canvas box (row, col, height, width) of item ``i``'s h x w digit image (see
+        :meth:`boxes`). Needs ``fixed_seed``."""
+        return Box(*self.boxes([i])[0].tolist())
 
-        The box covers the whole pasted image, including its empty margin (MNIST digits sit in a
+    def boxes(self, indices: Sequence[int]) -> Tensor:
+        """Canvas boxes (Tensor[B, 4] int64, (row, col, height, width)) of the h x w digit
+        images of items ``indices``.
+
+        A box covers the whole pasted image, including its empty margin (MNIST digits sit in a
         20x20 region centred in the 28x28 image), after the canvas's shift (with ``max_shift``
         it may reach past the canvas by up to that many pixels). Needs ``fixed_seed``.
         """
-        p = self.placement(i)
-        (dy, dx), box = p.shift, p.digit
-        return box._replace(row=box.row + dy, col=box.col + dx)
+        p, shift = self._placement_batch(self._index(indices, "boxes()"))
+        size = torch.tensor(self.images.shape[1:]).expand(len(shift), 2)  # (B, 2): h, w
+        return torch.cat([p.digit + shift, size], 1)
 
-    def _integers(self, i: int) -> Tensor:
-        """The random integers (Tensor[L] int64) of item ``i``: drawn (fixed_seed=None) or
-        recomputed (fixed_seed set); ``r[k] = floor(u[k] * highs[k])``, ``u`` uniform in [0, 1)."""
-        if self.fixed_seed is None:
-            u = torch.rand(len(self._highs), dtype=torch.float64)
-        else:
-            rng = np.random.default_rng([self.fixed_seed, i])
-            u = torch.from_numpy(rng.random(len(self._highs)))
-        return (u * self._highs).long()
+    def _index(self, indices: Sequence[int], fixed_for: str | None = None) -> Tensor:
+        """``indices`` as Tensor[B] int64 in ``0..N-1`` (negative ones count from the end);
+        ``IndexError`` past either end; ``ValueError`` when ``fixed_for`` (what asks) needs a
+        fixed placement and ``fixed_seed`` is None."""
+        if fixed_for is not None and self.fixed_seed is None:
+            raise ValueError(
+                f"{fixed_for} needs a fixed placement, but fixed_seed=None draws a new one on "
+                "every read; construct the dataset with fixed_seed=<int>."
+            )
+        n = len(self)
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)  # (B,)
+        if idx.numel() and not (-n <= int(idx.min()) and int(idx.max()) < n):
+            raise IndexError(
+                f"indices in [{int(idx.min())}, {int(idx.max())}] out of range for {n} items."
+            )
+        return torch.where(idx < 0, idx + n, idx)
 
     def _placement_batch(self, idx: Tensor) -> tuple[PlacementBatch, Tensor]:
-        """Placements of items ``idx`` (Tensor[B], in ``0..N-1``), as :meth:`_draw` item by item:
-        from :meth:`_integers` for fixed splits (all items computed once), drawn at once
-        otherwise; with the shifts (Tensor[B, 2] int64, (dy, dx), zeros if ``max_shift == 0``)."""
-        B, K = len(idx), self.num_distractors
+        """Placements of items ``idx`` (Tensor[B], in ``0..N-1``) and their shifts (Tensor[B, 2]
+        int64, (dy, dx), zeros if ``max_shift == 0``), decoded from the random integers
+        ``r[b, k] = floor(u[b, k] * highs[k])``: ``u`` is ``torch.rand(B, L)`` when drawn
+        (``fixed_seed=None``), row ``i`` of the fixed table otherwise."""
+        B, K, L = len(idx), self.num_distractors, len(self._highs)
         if self.fixed_seed is None:
-            u = torch.rand(B, len(self._highs), dtype=torch.float64)  # (B, L)
+            u = torch.rand(B, L, dtype=torch.float64)  # (B, L)
             r = (u * self._highs).long()
         else:
-            if self._fixed_draws is None:  # once per process, ~9 us per item
-                table = torch.empty(len(self), len(self._highs), dtype=torch.long)
-                for i in range(len(self)):
-                    table[i] = self._integers(i)
-                self._fixed_draws = table
+            if self._fixed_draws is None:  # once per process, a few us per item
+                u = np.empty((len(self), L))
+                for i in range(len(self)):  # item i's own stream: any subset reads the same
+                    u[i] = np.random.default_rng([self.fixed_seed, i]).random(L)
+                self._fixed_draws = (torch.from_numpy(u) * self._highs).long()  # (N, L)
             r = self._fixed_draws[idx]  # (B, L)
         per = r[:, 2 : 2 + 5 * K].view(B, K, 5)  # source, crop row/col, paste row/col
         sources = per[..., 0] + (per[..., 0] >= idx[:, None])  # skip the item itself
         shift = r[:, 2 + 5 * K :] - self.max_shift if self.max_shift else r.new_zeros(B, 2)
         return PlacementBatch(r[:, :2], sources, per[..., 1:3], per[..., 3:5]), shift
-
-    def _draw(self, i: int) -> Placement:
-        """Draw (fixed_seed=None) or recompute (fixed_seed set) the placement of item ``i``."""
-        _, h, w = self.images.shape
-        r = self._integers(i).tolist()
-        d = self.distractor_size
-        distractors = []
-        for k in range(2, 2 + 5 * self.num_distractors, 5):
-            source = r[k] + (r[k] >= i)  # skip the item itself: uniform over the N-1 others
-            distractors.append(
-                Distractor(source, Box(r[k + 1], r[k + 2], d, d), Box(r[k + 3], r[k + 4], d, d))
-            )
-        s = self.max_shift
-        shift = (r[-2] - s, r[-1] - s) if s else (0, 0)
-        return Placement(Box(r[0], r[1], h, w), tuple(distractors), shift)

@@ -20,6 +20,7 @@ and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Literal
 
@@ -52,6 +53,25 @@ class RaccnCLI(LightningCLI):
         # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
         parser.add_lightning_class_args(EvalReportWriter, "eval_report")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def before_instantiate_classes(self) -> None:
+        """Name the run after its config files: a logger left without a name (CSVLogger's
+        ``lightning_logs``, W&B's null) and an unset ``trainer.default_root_dir`` take the
+        config files' stems joined by ``+`` (``runs/racnn_cub``, ``runs/racnn_quickstart+no_rank``),
+        so one shared trainer file (``configs/racnn/trainer.yaml``) serves every data set."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        paths = (config or {}).get("config") or []
+        if not paths:
+            return
+        name = "+".join(os.path.splitext(os.path.basename(os.fspath(p.relative)))[0] for p in paths)
+        trainer = config.trainer
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            init = getattr(logger, "init_args", None)
+            if init is not None and init.get("name") in (None, "lightning_logs"):
+                init.name = name
+        if trainer.get("default_root_dir") is None:
+            trainer.default_root_dir = os.path.join("runs", name)
 
     def _best_checkpoint(self, which: str = "best") -> str | None:
         """``best``: the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric

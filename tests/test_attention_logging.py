@@ -70,8 +70,8 @@ def test_ram_glimpses_logged_offline(tmp_path, monkeypatch):
 def test_racnn_zoom_chains_logged_offline_and_drawn_where_logged(tmp_path, monkeypatch):
     run = _fit_offline("racnn_quickstart.yaml", tmp_path, monkeypatch,
                        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-                       "--trainer.limit_test_batches=1", "--model.init_args.warmup_cls_steps=1",
-                       "--model.init_args.apn_pretrain_steps=1", "--model.init_args.reanchor_steps=0",
+                       "--trainer.limit_test_batches=1", "--model.init_args.extras.warmup_steps=1",
+                       "--model.init_args.apn_pretrain_steps=1", "--model.init_args.extras.reanchor_steps=0",
                        "--model.init_args.cls_length=1", "--model.init_args.rank_length=1")
     columns = ["image_id", "scale", "tx", "ty", "tl", "p_true"]
     val, test = _tables(run, "val", "zoom_chains"), _tables(run, "test", "zoom_chains")

@@ -11,7 +11,9 @@ import pytest
 from raccn.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml")))
+# the RAM configs on built-in data (ram_imagefolder.yaml needs a folder: tests/test_imagefolder_configs.py)
+CONFIGS = sorted(c for c in glob.glob(os.path.join(ROOT, "configs", "ram_*.yaml"))
+                 if not c.endswith("ram_imagefolder.yaml"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED = {  # config -> (glimpses, patch_size, scales, image side, distractors)
@@ -102,7 +104,11 @@ def test_quickstart_short_run_end_to_end(tmp_path):
 def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
     import yaml
     with open(config) as f:
-        callbacks = yaml.safe_load(f)["trainer"]["callbacks"]
+        trainer = yaml.safe_load(f)["trainer"]
+    if isinstance(trainer, str):  # a shared trainer file, relative to the config
+        with open(os.path.join(os.path.dirname(config), trainer)) as f:
+            trainer = yaml.safe_load(f)
+    callbacks = trainer["callbacks"]
     ckpts = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
     assert [c.get("monitor") is not None for c in ckpts] == [True, False]
     assert ckpts[1]["filename"] == "last" and not any(c.get("save_last") for c in ckpts)
@@ -162,18 +168,24 @@ RACNN = {"racnn_cub": write_cub, "racnn_dogs": write_dogs, "racnn_cars": write_c
 def test_racnn_paper_configs_instantiate(name, tmp_path):
     fixture = RACNN[name](tmp_path / "data")
     cli = main(["--config", os.path.join(ROOT, "configs", f"{name}.yaml"),
-                f"--data.init_args.data_dir={tmp_path / 'data'}", "--model.init_args.weights=null",
+                f"--data.init_args.data_dir={tmp_path / 'data'}", "--model.init_args.net.init_args.weights=null",
                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
-    hp = cli.model.hparams
-    assert (hp.backbone, hp.num_scales, list(hp.input_sizes)) == ("vgg19", 3, [448, 224, 224])
-    assert (hp.k, hp.margin, round(hp.min_side_fraction, 4), hp.fusion) == (10.0, 0.05, 0.3333, "concat")
-    assert hp.num_classes == cli.datamodule.num_classes == len({i.label for i in fixture.images})
-    assert len(cli.model.net.trunks) == 3  # separate trunks (paper)
+    import torch
+
+    from raccn.lit import RecipeExtras
+    model, net = cli.model, cli.model.net
+    assert model.hparams.net["init_args"]["backbone"] == "vgg19"
+    assert (net.num_scales, net.input_sizes, net.k, round(net.min_side_fraction, 4), net.fusion, net.grid_grad) == (
+        3, [448, 224, 224], 10.0, 0.3333, "concat", False)
+    assert net.num_classes == cli.datamodule.num_classes == len({i.label for i in fixture.images})  # linked
+    assert len(net.trunks) == 3  # separate trunks (paper)
+    # the paper's recipe: pre-training on the peak, side 0.5, margin 0.05, nothing of the proxy's extras
+    assert (model.hparams.margin, model.hparams.apn_pretrain_side, model.extras) == (0.05, 0.5, RecipeExtras())
     # validation runs on the test split (val_split 0): the run tests its last weights
     assert cli.datamodule.val_split == 0 and cli.config.test_ckpt == "last"
-    import torch
-    apn_opt = cli.model.configure_optimizers()[1]  # scale-free steps for the sigmoid-headed APN
-    assert isinstance(apn_opt, torch.optim.Adam) and apn_opt.defaults["lr"] == 1e-4 and hp.rank_lr_factor == 0.03
+    apn_opt = model.apn_optimizer([torch.nn.Parameter(torch.zeros(1))])  # scale-free steps for the sigmoid-headed APN
+    assert isinstance(apn_opt, torch.optim.Adam) and apn_opt.defaults["lr"] == 1e-4
+    assert model.hparams.rank_lr_factor == 1.0 and model.hparams.crop == "apn"  # the paper's ranking step
 
 
 def test_racnn_fit_and_test_on_cub_fixture(tmp_path):
@@ -183,8 +195,8 @@ def test_racnn_fit_and_test_on_cub_fixture(tmp_path):
         "fit", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"),
         f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.image_size=64",
         "--data.init_args.resize_size=72", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
-        "--model.init_args.backbone=resnet18", "--model.init_args.weights=null",
-        "--model.init_args.input_sizes=[64, 64, 64]", "--model.init_args.apn_pretrain_steps=1",
+        "--model.init_args.net.init_args.backbone=resnet18", "--model.init_args.net.init_args.weights=null",
+        "--model.init_args.net.init_args.input_sizes=[64, 64, 64]", "--model.init_args.apn_pretrain_steps=1",
         "--model.init_args.phase_unit=steps", "--model.init_args.cls_length=1",
         "--model.init_args.rank_length=1", "--trainer.max_steps=4", "--trainer.accelerator=cpu",
         "--trainer.log_every_n_steps=1",
@@ -201,8 +213,53 @@ def test_racnn_fit_and_test_on_cub_fixture(tmp_path):
 
 def test_racnn_missing_data_fails_before_training(tmp_path):
     r = run_train("fit", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"),
-                  f"--data.init_args.data_dir={tmp_path / 'nowhere'}", "--model.init_args.weights=null",
-                  cwd=tmp_path)
+                  f"--data.init_args.data_dir={tmp_path / 'nowhere'}",
+                  "--model.init_args.net.init_args.weights=null", cwd=tmp_path)
     assert r.returncode != 0
     assert "images.txt" in r.stderr and "data_dir" in r.stderr
     assert "Epoch 0" not in r.stdout + r.stderr
+
+
+# -- RA-CNN recipe switches: one config value each, in a second --config ----------------------
+ABLATIONS = {  # configs/ablations/<name>.yaml -> what it changes
+    "no_rank": lambda m: m.hparams.rank_lr_factor == 0,
+    "no_pretrain": lambda m: m.schedule.pretrain_steps == 0,
+    "reanchor": lambda m: m.extras.reanchor_steps == 40 == m.schedule.reanchor_steps,
+    "warmup_apn": lambda m: m.extras.warmup_boxes == "apn",
+    "mask_grad": lambda m: m.net.grid_grad is False,
+    "centre_box": lambda m: m.hparams.crop == "centre",
+    "random_box": lambda m: m.hparams.crop == "random",
+    "heuristic_box": lambda m: m.hparams.crop == "heuristic",
+}
+
+
+def test_every_ablation_file_is_tested():
+    files = glob.glob(os.path.join(ROOT, "configs", "ablations", "*.yaml"))
+    assert sorted(os.path.basename(f)[:-5] for f in files) == sorted(ABLATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_racnn_ablation_is_one_value_in_a_second_config(name, tmp_path):
+    changed = ABLATIONS[name]
+    args = ["--config", os.path.join(ROOT, "configs", "racnn_quickstart.yaml"), "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path)]
+    override = os.path.join(ROOT, "configs", "ablations", f"{name}.yaml")
+    base, cli = main(args, run=False).model, main([*args, "--config", override], run=False).model
+    assert changed(cli) and not changed(base)
+    differ = {k for k in base.hparams if base.hparams[k] != cli.hparams[k]}
+    assert len(differ) == 1  # everything else as in the quick start
+    key = differ.pop()
+    if isinstance(base.hparams[key], dict):  # extras or net: one value inside
+        flat = lambda d: {f"{k}.{i}": w for k, v in d.items() for i, w in (v.items() if isinstance(v, dict) else [("", v)])}
+        a, b = flat(base.hparams[key]), flat(cli.hparams[key])
+        assert len({k for k in a if a[k] != b[k]}) == 1
+
+
+def test_racnn_command_line_nulls_reach_the_net_and_extras(tmp_path):
+    """jsonargparse passes a command-line null nested two levels deep as the string 'None'; the
+    network's weights and the extras' pre-training map take it as null."""
+    cli = main(["--config", os.path.join(ROOT, "configs", "racnn_quickstart.yaml"), "--trainer.logger", "false",
+                "--trainer.default_root_dir", str(tmp_path), "--model.init_args.extras.pretrain_features=null",
+                "--model.init_args.net.init_args.weights=null"], run=False)
+    assert cli.model.extras.pretrain_features is None
+    assert len(cli.model.net.trunks) == 2  # small_vgg_bn, which has no weights: built with none

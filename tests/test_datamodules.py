@@ -14,19 +14,21 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset, default_collate
 
-from datamodules import (
+from raccn.datamodules import (
     ClutteredDigitsDataModule,
     LocalizedDigitsDataModule,
     MNISTDataModule,
     TranslatedClutteredDataset,
     mnist_files,
 )
-from datamodules.idx import IdxFormatError, read_idx
-from datamodules.synthetic import (
+from raccn.datamodules.idx import IdxFormatError, read_idx
+from raccn.datamodules.synthetic import (
+    Box,
     CanvasBatch,
+    Distractor,
+    Placement,
     PlacementBatch,
     collate_canvases,
-    compose,
     compose_batch,
     shift_canvases,
 )
@@ -92,21 +94,82 @@ def find_digit(canvas: torch.Tensor, digit: torch.Tensor) -> list[tuple[int, int
     ]
 
 
-def reference_canvas(ds: TranslatedClutteredDataset, i: int) -> torch.Tensor:
-    """Obviously-correct pixel loop rebuilding item ``i`` from its reported placement."""
-    p = ds.placement(i)
-    images = ds.images.double() / (255.0 if ds.images.dtype == torch.uint8 else 1.0)
-    canvas = torch.zeros(ds.canvas_size, ds.canvas_size, dtype=torch.float64)
-    for y in range(p.digit.height):
-        for x in range(p.digit.width):
-            canvas[p.digit.row + y, p.digit.col + x] = images[i, y, x]
-    for dist in p.distractors:
-        for y in range(dist.crop.height):
-            for x in range(dist.crop.width):
-                value = images[dist.source, dist.crop.row + y, dist.crop.col + x]
-                r, c = dist.paste.row + y, dist.paste.col + x
-                canvas[r, c] = max(canvas[r, c], value)
-    return canvas.float()
+# ----------------------------------------------------------------------------- per-item reference
+# The library builds canvases a batch at a time (dataset[i] is the batch of one); these build
+# one item at a time with slices and Python numbers, the slow and obviously correct reference.
+def reference_placement(ds: TranslatedClutteredDataset, i: int) -> Placement:
+    """Item ``i``'s placement decoded from its own stream of uniforms ``u``, one per choice, as
+    ``floor(u * number of choices)``: digit row and col; per distractor its source among the
+    N-1 other images, crop row and col, paste row and col; then dy and dx (``+ max_shift``).
+    ``u`` comes from ``numpy.random.default_rng([fixed_seed, i])``, or, for training sets,
+    from ``torch.rand(L)`` of the global RNG (drawn here)."""
+    (n, h, w), S = ds.images.shape, ds.canvas_size
+    K, d, s = ds.num_distractors, ds.distractor_size, ds.max_shift
+    highs = [S - h + 1, S - w + 1] + [n - 1, h - d + 1, w - d + 1, S - d + 1, S - d + 1] * K
+    highs += [2 * s + 1] * 2 if s else []
+    if ds.fixed_seed is None:
+        u = torch.rand(len(highs), dtype=torch.float64).tolist()
+    else:
+        u = np.random.default_rng([ds.fixed_seed, i]).random(len(highs)).tolist()
+    r = [math.floor(a * b) for a, b in zip(u, highs)]
+    distractors = []
+    for k in range(2, 2 + 5 * K, 5):
+        source = r[k] + (r[k] >= i)  # skip item i itself
+        distractors.append(
+            Distractor(source, Box(r[k + 1], r[k + 2], d, d), Box(r[k + 3], r[k + 4], d, d))
+        )
+    shift = (r[-2] - s, r[-1] - s) if s else (0, 0)
+    return Placement(Box(r[0], r[1], h, w), tuple(distractors), shift)
+
+
+def compose(
+    digit: torch.Tensor, size: int, pos: tuple[int, int], patches=()
+) -> torch.Tensor:
+    """``digit`` (Tensor[h, w]) with its top-left pixel at ``pos`` = (row, col) of a black
+    ``size x size`` canvas, then each ``(patch, (row, col))`` by a pixel-wise maximum."""
+    canvas = digit.new_zeros(size, size)
+    (row, col), (h, w) = pos, digit.shape
+    canvas[row : row + h, col : col + w] = digit
+    for patch, (row, col) in patches:
+        region = canvas[row : row + patch.shape[0], col : col + patch.shape[1]]
+        assert region.shape == patch.shape, "patch outside the canvas"
+        torch.maximum(region, patch, out=region)
+    return canvas
+
+
+def shift(canvas: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``out[y, x] = canvas[y - dy, x - dx]`` (Tensor[S, S]) where that pixel exists, else 0."""
+    S = canvas.shape[-1]
+    out = torch.zeros_like(canvas)
+    out[max(dy, 0) : S + min(dy, 0), max(dx, 0) : S + min(dx, 0)] = canvas[
+        max(-dy, 0) : S - max(dy, 0), max(-dx, 0) : S - max(dx, 0)
+    ]
+    return out
+
+
+def reference_item(ds: TranslatedClutteredDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item ``i`` (``(image Tensor[1, S, S] float32, label)``) built alone from
+    :func:`reference_placement`; plain sets (no canvas, clutter or shift) draw nothing."""
+    i = i % len(ds)
+    (_, h, w), S = ds.images.shape, ds.canvas_size
+    if S == h == w and ds.num_distractors == 0 and ds.max_shift == 0:
+        canvas = ds.images[i].clone()
+    else:
+        p = reference_placement(ds, i)
+        d = ds.distractor_size
+        patches = [
+            (ds.images[x.source, x.crop.row : x.crop.row + d, x.crop.col : x.crop.col + d],
+             (x.paste.row, x.paste.col))
+            for x in p.distractors
+        ]
+        canvas = shift(compose(ds.images[i], S, (p.digit.row, p.digit.col), patches), *p.shift)
+    image = canvas.float() / 255 if canvas.dtype == torch.uint8 else canvas.float()
+    return image[None], ds.labels[i]
+
+
+def stacked_items(ds, indices) -> list[torch.Tensor]:
+    """The reference items of ``indices``, stacked: ``[images, labels]``."""
+    return default_collate([reference_item(ds, i) for i in indices])
 
 
 # ----------------------------------------------------------------------------- idx reader
@@ -236,7 +299,8 @@ def test_cluttered_matches_pixel_loop_reference(tmp_path):
         p = ds.placement(k)
         assert len(p.distractors) == 3
         assert all(d.source != k and 0 <= d.source < len(ds) for d in p.distractors)
-        assert torch.equal(image[0], reference_canvas(ds, k))
+        assert p == reference_placement(ds, k)
+        assert torch.equal(image, reference_item(ds, k)[0])
         digit = ds.images[k].float() / 255
         box = ds.box(k)
         under = image[0, box.row : box.row + 28, box.col : box.col + 28]
@@ -274,35 +338,19 @@ def test_more_distractors_add_more_clutter():
     assert clutter[0] == 0 and 0 < clutter[1] < clutter[2] <= 8 * 16
 
 
-def test_compose_matches_loop_and_rejects_out_of_canvas():
-    digit = torch.rand(5, 4)
-    patch = torch.rand(2, 2)
-    out = compose(digit, 7, (2, 3), [(patch, (1, 3)), (patch * 0.5, (5, 0))])
-    ref = torch.zeros(7, 7)
-    ref[2:7, 3:7] = digit
-    for (r, c), p in (((1, 3), patch), ((5, 0), patch * 0.5)):
-        for y in range(2):
-            for x in range(2):
-                ref[r + y, c + x] = max(ref[r + y, c + x], p[y, x])
-    assert torch.equal(out, ref)
-    with pytest.raises(ValueError, match="row <= 2"):
-        compose(digit, 7, (3, 0))
-    with pytest.raises(ValueError, match="distractor"):
-        compose(digit, 7, (0, 0), [(patch, (0, -1))])
-
-
 def test_placement_needs_fixed_seed():
     ds = TranslatedClutteredDataset(torch.zeros(3, 4, 4), torch.zeros(3), 8, 1, 2)
-    with pytest.raises(ValueError, match="fixed_seed"):
-        ds.box(0)
+    for ask, index in ((ds.box, 0), (ds.placement, 0), (ds.boxes, [0])):
+        with pytest.raises(ValueError, match="fixed_seed"):
+            ask(index)
+    fixed = TranslatedClutteredDataset(torch.zeros(3, 4, 4), torch.zeros(3), 8, 1, 2, fixed_seed=0)
+    with pytest.raises(IndexError, match="out of range for 3 items"):
+        fixed.box(3)
+    with pytest.raises(IndexError, match="out of range for 3 items"):
+        fixed[-4]
 
 
 # ----------------------------------------------------------------------------- batched path
-def stacked_items(ds, indices) -> list[torch.Tensor]:
-    """The per-item path, as the DataLoader ran it before ``__getitems__``: ``[images, labels]``."""
-    return default_collate([ds[i] for i in indices])
-
-
 def ink_origin(images: torch.Tensor) -> torch.Tensor:
     """(row, col) (Tensor[B, 2]) of the first inked row and column of each Tensor[B, 1, S, S]."""
     mask = images[:, 0] > 0
@@ -346,7 +394,7 @@ def test_batched_canvases_match_pixel_loop_reference(dtype, shape, canvas_size, 
     x, y = collate_canvases(ds.__getitems__(list(range(40))))
     assert torch.equal(y, torch.arange(40) % 10)
     for i in range(40):  # with 8 patches on 16x16, patches overlap each other and the digit
-        assert torch.equal(x[i, 0], reference_canvas(ds, i))
+        assert torch.equal(x[i], reference_item(ds, i)[0])
 
 
 def test_compose_batch_matches_compose_and_rejects_out_of_canvas():
@@ -378,18 +426,23 @@ def test_compose_batch_matches_compose_and_rejects_out_of_canvas():
         compose_batch(images, index, placement._replace(sources=placement.sources + 1), 7, 2)
 
 
-def test_batched_train_draws_follow_the_per_item_stream(tmp_path):
-    """With the same RNG state the batch equals the items read one by one (torch.rand(B, L)
-    fills in the order of B calls of torch.rand(L)); a new batch is drawn afresh."""
+@pytest.mark.parametrize("variant", ["translated", "cluttered"])
+def test_batched_train_draws_follow_the_per_item_stream(tmp_path, variant):
+    """With the same RNG state the batch equals the reference items drawn one by one
+    (torch.rand(B, L) fills in the order of B calls of torch.rand(L)), and so do the items read
+    one by one; a new batch is drawn afresh."""
     write_mnist(tmp_path, gz=True)
-    ds = make_mnist(tmp_path, variant="cluttered", canvas_size=44).train_set
-    indices = [5, 1, 1, 30, 0, 39]
+    ds = make_mnist(tmp_path, variant=variant, canvas_size=44).train_set
+    indices = [5, 1, 1, 30, 0, 39, -1]
     torch.manual_seed(0)
     expected = stacked_items(ds, indices)
     torch.manual_seed(0)
     first = collate_canvases(ds.__getitems__(indices))
     second = collate_canvases(ds.__getitems__(indices))
     assert torch.equal(first[0], expected[0]) and torch.equal(first[1], expected[1])
+    torch.manual_seed(0)
+    items = default_collate([ds[i] for i in indices])
+    assert torch.equal(items[0], expected[0]) and torch.equal(items[1], expected[1])
     assert not torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[0][1], first[0][2])  # a repeated index is placed anew
 
@@ -425,8 +478,8 @@ def test_shifted_sets_match_per_item_and_reference():
             assert p.digit == plain.placement(i).digit  # the shift comes after the placement
             assert p.distractors == plain.placement(i).distractors
             assert torch.equal(x[i], ds[i][0])  # batched == per item
-            expected = shift_canvases(reference_canvas(plain, i)[None], torch.tensor([p.shift]), 3)
-            assert torch.equal(x[i, 0], expected[0].float())
+            assert p == reference_placement(ds, i)
+            assert torch.equal(x[i], reference_item(ds, i)[0])
             box = ds.box(i)
             assert (box.row - p.digit.row, box.col - p.digit.col) == p.shift
             shifts.append(p.shift)
@@ -544,14 +597,24 @@ def test_batched_path_with_workers_subset_and_digits(tmp_path, digits_pair):
     assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])
 
 
-def test_localized_digits_keep_the_per_item_path_with_boxes():
+def test_localized_digits_batches_carry_the_true_boxes():
     dm = LocalizedDigitsDataModule(batch_size=4)
     dm.setup("fit")
     x, y, box = next(iter(dm.val_dataloader()))
     assert x.shape == (4, 3, 96, 96) and y.shape == (4,) and box.shape == (4, 4)
-    b = dm.val_set.dataset.box(2)
-    assert box[2].tolist() == [b.col, b.row, b.col + b.width, b.row + b.height]
-    assert torch.equal(x[2], dm.val_set.dataset[2][0].expand(3, -1, -1))
+    assert box.dtype == torch.float32
+    grey = dm.val_set.dataset
+    for k in range(4):
+        p = reference_placement(grey, k)
+        row, col = p.digit.row, p.digit.col
+        assert box[k].tolist() == [col, row, col + 32, row + 32]  # x0, y0, x1, y1
+        assert grey.box(k) == (row, col, 32, 32)
+        assert torch.equal(x[k], reference_item(grey, k)[0].expand(3, -1, -1))
+        assert all(torch.equal(a, b) for a, b in zip(dm.val_set[k], (x[k], y[k], box[k])))
+    assert torch.equal(grey.boxes([3, -1, 0]), torch.tensor([grey.box(i) for i in (3, -1, 0)]))
+    torch.manual_seed(0)
+    x, y = next(iter(dm.train_dataloader()))  # no boxes for training canvases
+    assert x.shape == (4, 3, 96, 96) and torch.equal(x[:, 0], x[:, 2])
 
 
 # ----------------------------------------------------------------------------- missing / corrupt
@@ -739,7 +802,7 @@ def test_digits_items(digits_pair):
     assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) <= 9
     assert dm.test_set.images.shape[1:] == (16, 16)  # upscale=2
     k = 3
-    assert torch.equal(dm.test_set[k][0][0], reference_canvas(dm.test_set, k))
+    assert torch.equal(dm.test_set[k][0], reference_item(dm.test_set, k)[0])
 
 
 def test_digits_test_set_is_the_same_for_everyone(digits_pair):
@@ -762,7 +825,7 @@ def test_localized_digits_stripes_are_fine_grained():
     orientations differ, in the 2x area view they are the same flat half intensity."""
     import torch.nn.functional as F
 
-    from datamodules.localized_digits import stripe
+    from raccn.datamodules.localized_digits import stripe
 
     dm = LocalizedDigitsDataModule(upscale=2, canvas_size=32, num_distractors=2, distractor_size=4,
                                    texture="stripes")

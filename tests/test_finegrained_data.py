@@ -25,8 +25,8 @@ from lightning_probe import fit_one_batch
 from PIL import Image
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from datamodules import CUBDataModule, StanfordCarsDataModule, StanfordDogsDataModule
-from datamodules.finegrained import (
+from raccn.datamodules import CUBDataModule, StanfordCarsDataModule, StanfordDogsDataModule
+from raccn.datamodules.finegrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CorruptImageError,
@@ -215,6 +215,25 @@ def test_cars_devkit_anywhere_and_kaggle_folders(tmp_path, devkit, kaggle):
     fx, dm = build("cars", tmp_path, write_kwargs={"devkit": devkit, "kaggle_folders": kaggle})
     assert set(dm.test_set.paths) == {im.path for im in fx.split("test")}
     assert (fx.meta["meta"].parent.name == "devkit") == devkit
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_boxes_in_validation_and_test_batches(tmp_path, name):
+    fx, dm = build(name, tmp_path, boxes=True, val_split=0.25)
+    boxes = {im.path: im.box for im in fx.images}
+    for ds, loader in ((dm.val_set, dm.val_dataloader()), (dm.test_set, dm.test_dataloader())):
+        got = torch.cat([b[2] for b in loader])
+        # 40x30 -> shorter side 36: 48x36 (x 1.2), centre 32x32 crop at (8, 2), clamped to it
+        want = [[max(0.0, x * 1.2 - 8), max(0.0, y * 1.2 - 2), min(32.0, (x + w) * 1.2 - 8),
+                 min(32.0, (y + h) * 1.2 - 2)] for x, y, w, h in (boxes[p] for p in ds.paths)]
+        assert torch.allclose(got, torch.tensor(want), atol=1e-4)
+    assert len(next(iter(dm.train_dataloader()))) == 2  # (images, labels)
+
+
+def test_boxes_requested_where_there_are_none(tmp_path):
+    write_dogs(tmp_path, annotations=False)
+    with pytest.raises(ValueError, match=r"have no box in Annotation/ \(annotation.tar\)"):
+        StanfordDogsDataModule(str(tmp_path), boxes=True, **SMALL).setup()
 
 
 # ----------------------------------------------------------------------------- validation split

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
 from raccn.cli import main
+from raccn.datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -105,8 +105,8 @@ def test_racnn_predict_names_the_classes_and_draws_the_zoom_chain(user_images, t
         "predict", "--config", os.path.join(ROOT, "configs", "racnn_cub.yaml"), *QUICK,
         f"--data.init_args.data_dir={fx.data_dir}", "--data.init_args.image_size=64",
         "--data.init_args.resize_size=72", "--data.init_args.num_workers=0",
-        "--model.init_args.backbone=resnet18", "--model.init_args.weights=null",
-        "--model.init_args.input_sizes=[64, 32, 32]", "--trainer.accelerator=cpu", paths_arg(user_images),
+        "--model.init_args.net.init_args.backbone=resnet18", "--model.init_args.net.init_args.weights=null",
+        "--model.init_args.net.init_args.input_sizes=[64, 32, 32]", "--trainer.accelerator=cpu", paths_arg(user_images),
     ])
     run_dir = tmp_path / "runs" / "racnn_cub" / "version_0"
     # upscale 3: 192-pixel image + 2 crops of its height beside it

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from raccn.lit import RACNNLitModule
+from raccn.lit import RACNNLitModule, RecipeExtras
+from raccn.lit.phase_schedule import Phase
 from raccn.models import RACNN
 from raccn.models.apn import AttentionProposalNetwork
 from raccn.models.backbones import build_trunk
@@ -86,8 +87,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients():
         torch.testing.assert_close(p1.grad, p0.grad, rtol=1e-3, atol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("name", ["vgg19", "resnet50", "resnet18", "resnet18_os16", "mobilenet_v3_small",
-                                  "mobilenet_v3_small_os16", "small_vgg_bn"])
+@pytest.mark.parametrize("name", ["vgg19", "resnet18", "small_vgg_bn"])
 def test_backbone_taps_give_the_map_at_their_stride(name):
     trunk = build_trunk(name)
     x = torch.rand(1, 3, 64, 64)
@@ -99,35 +99,30 @@ def test_backbone_taps_give_the_map_at_their_stride(name):
             assert trunk.features[: n + 1](x).shape[-1] < 64 // stride or n + 1 == len(trunk.features)
 
 
-def test_apn_reads_the_stride16_map_when_asked():
+def test_trunk_maps_at_their_strides():
     torch.manual_seed(0)
-    small = {**SMALL, "num_scales": 2, "input_sizes": [64, 64]}
-    last, mid = RACNN(5, **small), RACNN(5, apn_features="stride16", **small)
-    mid.trunks.load_state_dict(last.trunks.state_dict())  # same trunks; the APN input differs
+    net = RACNN(5, **{**SMALL, "num_scales": 2, "input_sizes": [64, 64]}).eval()
     x = torch.rand(2, 3, 64, 64)
-    a, b = last.eval()(x), mid.eval()(x)
-    assert a.apn_features[0] is a.features[0] and a.features[0].shape == (2, 512, 2, 2)
-    assert b.apn_features[0].shape == (2, 256, 4, 4)  # ResNet-18 layer3
-    torch.testing.assert_close(b.apn_features[0], last.trunks[0][:7](x))
-    torch.testing.assert_close(b.features[0], a.features[0])  # the classifier's map is unchanged
-    assert mid.apns[0].fc1.in_features == 256 * 2 * 2
-    assert RACNN(5, apn_features="stride8", **small)(x).apn_features[0].shape == (2, 128, 8, 8)  # layer2
-    with pytest.raises(ValueError, match="apn_features must be one of"):
-        RACNN(5, apn_features="layer3", **small)
+    assert torch.equal(net.trunk_map(0, x, "last"), net(x).features[0])  # the map the APN reads
+    torch.testing.assert_close(net.trunk_map(0, x, "stride16"), net.trunks[0][:7](x))  # ResNet-18 layer3
+    assert net.trunk_map(0, x, "stride16").shape == (2, 256, 4, 4)
+    assert net.trunk_map(1, x, "stride8").shape == (2, 128, 8, 8)  # layer2
+    with pytest.raises(ValueError, match="trunk map must be one of"):
+        net.trunk_map(0, x, "layer3")
 
 
 def test_one_backbone_per_scale():
-    net = RACNN(5, backbone=["resnet18_os16", "resnet18"], num_scales=2, input_sizes=[64, 64],
+    net = RACNN(5, backbone=["small_vgg_bn", "resnet18"], num_scales=2, input_sizes=[64, 64],
                 apn_hidden=8, apn_pool=2)
     out = net(torch.rand(2, 3, 64, 64))
     assert [f.shape[-1] for f in out.features] == [4, 2]  # stride 16 where the APN reads, then 32
-    assert out.apn_features[0].shape == (2, 512, 4, 4) and out.fused_logits.shape == (2, 5)
-    assert net.fuse.in_features == 1024
+    assert net.apns[0].fc1.in_features == 256 * 2 * 2 and out.fused_logits.shape == (2, 5)
+    assert net.fuse.in_features == 256 + 512
     for bad in (["resnet18"], ["resnet18", "resnet18", "resnet18"]):
         with pytest.raises(ValueError, match="one name or one per scale"):
             RACNN(5, backbone=bad, num_scales=2, input_sizes=[64, 64])
     with pytest.raises(ValueError, match="one name with shared_trunk"):
-        RACNN(5, backbone=["resnet18_os16", "resnet18"], num_scales=2, input_sizes=[64, 64], shared_trunk=True)
+        RACNN(5, backbone=["small_vgg_bn", "resnet18"], num_scales=2, input_sizes=[64, 64], shared_trunk=True)
 
 
 def test_shared_trunk_has_one_trunk():
@@ -186,44 +181,100 @@ class TinyData(pl.LightningDataModule):
     test_dataloader = val_dataloader
 
 
+NET_ARGS = {"backbone", "num_scales", "input_sizes", "apn_hidden", "apn_pool", "min_side_fraction", "k",
+            "grid_grad", "fusion", "shared_trunk", "channels_last"}
+EXTRAS = set(RecipeExtras.__dataclass_fields__)
+
+
 def module(**kw):
-    args = {**SMALL, "num_classes": 5, "cls_length": 2, "rank_length": 1, "apn_pretrain_steps": 1}
-    args.update(kw)
-    return RACNNLitModule(**args)
+    """A small module: keyword arguments of RACNN go to the net, those of RecipeExtras to extras."""
+    args = {**SMALL, "cls_length": 2, "rank_length": 1, "apn_pretrain_steps": 1, **kw}
+    net = RACNN(5, **{k: args.pop(k) for k in NET_ARGS & set(args)})
+    extras = RecipeExtras(**{k: args.pop(k) for k in EXTRAS & set(args)})
+    return RACNNLitModule(net, extras=extras, **args)
 
 
-def test_alternation_schedule_and_resume(tmp_path):
+def only(m: RACNNLitModule, phase: str) -> RACNNLitModule:
+    """``m`` with every step in ``phase``."""
+    m.schedule = type("Only", (), {"unit": "steps", "at": staticmethod(lambda step: Phase(phase, step))})()
+    return m
+
+
+class StepSpy(pl.Callback):
+    """Per training step: the learning rates it runs with (classification, APN optimiser) and
+    which parameters it moved ("apn" or "cls": the trunks')."""
+
+    def __init__(self):
+        self.lrs, self.moved = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(tuple(o.param_groups[0]["lr"] for o in trainer.optimizers))
+        self.before = {k: v.clone() for k, v in pl_module.net.state_dict().items() if ".weight" in k}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        after = pl_module.net.state_dict()
+        moved = {k.split(".")[0] for k, v in self.before.items() if not torch.equal(v, after[k])}
+        self.moved.append("/".join(sorted(moved)))
+
+
+class OneBatch(TinyData):
+    def train_dataloader(self):
+        return loader(n=4, with_box=False)
+
+
+def fit(m, root, steps: int, ckpt_path=None, data=None, callbacks=(), **kwargs) -> tuple[pl.Trainer, StepSpy]:
+    spy = StepSpy()
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root, callbacks=[spy, *callbacks],
+                         num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
+    trainer.fit(m, datamodule=data or TinyData(), ckpt_path=ckpt_path)
+    return trainer, spy
+
+
+def test_training_steps_follow_the_schedule(tmp_path):
+    """warmup, pretrain, cls, cls, reanchor, rank, cls: the APN phases move only the APNs, the
+    classification phases only the trunks and classifiers (and fusion)."""
     pl.seed_everything(0)
-    m = module()
-    phases = []
+    _, spy = fit(module(warmup_steps=1, reanchor_steps=1), tmp_path, 7, enable_checkpointing=False)
+    cls, apn = "classifiers/fuse/trunks", "apns"
+    assert spy.moved == [cls, apn, cls, cls, apn, apn, cls]
 
-    class Spy(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            phases.append(pl_module.phase)
 
-    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[Spy()],
-                         num_sanity_val_steps=0, limit_val_batches=1)
-    trainer.fit(m, datamodule=TinyData())
-    assert phases == ["pretrain", "cls", "cls", "rank", "cls", "cls"]
-    warm, phases[:] = module(warmup_cls_steps=2), []
-    pl.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-               callbacks=[Spy()], limit_val_batches=0).fit(warm, datamodule=TinyData())
-    assert phases == ["warmup", "warmup", "pretrain", "cls", "cls"]
-    anchored, phases[:] = module(reanchor_steps=2), []
-    pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-               callbacks=[Spy()], limit_val_batches=0).fit(anchored, datamodule=TinyData())
-    assert phases == ["pretrain", "cls", "cls", "reanchor", "reanchor", "rank", "cls", "cls"]
+def test_training_phases_in_epochs_end_at_epoch_ends(tmp_path):
+    """2 steps per epoch: pre-training (1 step), classification to the end of epoch 0, ranking in
+    epoch 1, classification in epoch 2 (the module gives the schedule the epoch length)."""
+    pl.seed_everything(0)
+    m = module(phase_unit="epochs", cls_length=1, rank_length=1, margin=1.0)  # margin 1: every pair ranks
+    _, spy = fit(m, tmp_path, 6, enable_checkpointing=False)
+    cls, apn = "classifiers/fuse/trunks", "apns"
+    assert spy.moved == [apn, cls, apn, apn, cls, cls] and m.schedule.steps_per_epoch == 2
+
+
+def test_resume_continues_the_phase_with_the_optimisers_and_schedulers(tmp_path):
+    """A run stopped after 4 steps (pretrain, cls, cls, reanchor) and resumed from its checkpoint
+    goes on with the ranking step, the same learning rates and the same weights as a run that
+    did not stop; the checkpoint holds both optimisers' and both schedulers' states. (One batch per
+    epoch: Lightning resumes a run stopped by max_steps at an epoch end with that epoch's batches
+    again.)"""
+    kwargs = {"reanchor_steps": 1, "rank_lr_factor": 0.5,
+              "apn_optimizer": lambda p: torch.optim.SGD(p, lr=0.04, momentum=0.9)}
+    pl.seed_everything(0)
+    full, spy_full = fit(module(**kwargs), tmp_path / "full", 8, data=OneBatch())
+    pl.seed_everything(0)
+    first, _ = fit(module(**kwargs), tmp_path / "first", 4, data=OneBatch())
     ckpt = tmp_path / "mid.ckpt"
-    trainer.save_checkpoint(ckpt)
-    state = torch.load(ckpt, weights_only=False)
-    assert state["racnn_phase"] == {"phase": "rank", "progress": 0}
+    first.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)  # plain values only
+    assert [s["last_epoch"] for s in state["lr_schedulers"]] == [4, 4]
     assert len(state["optimizer_states"]) == 2 and all(s["state"] for s in state["optimizer_states"])
-    resumed = module()
-    resumed.on_load_checkpoint(state)
-    assert (resumed.phase, resumed.phase_progress) == ("rank", 0)
+    assert "racnn_phase" not in state  # the phase follows from the global step
+    resumed = module(**kwargs)
+    assert resumed.schedule.at(state["global_step"]).name == "rank"
+    _, spy = fit(resumed, tmp_path / "resumed", 8, ckpt_path=ckpt, data=OneBatch())
+    assert spy.lrs == spy_full.lrs[4:] == [(1e-3, 0.02), (1e-3, 0.04), (1e-3, 0.04), (1e-3, 0.04)]
+    assert spy.moved == spy_full.moved[4:]
+    for k, v in full.lightning_module.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
 
 
 def test_test_table_and_metric_names(tmp_path, capsys):
@@ -231,16 +282,14 @@ def test_test_table_and_metric_names(tmp_path, capsys):
                          enable_model_summary=False, default_root_dir=tmp_path)
     (result,) = trainer.test(module(), datamodule=TinyData(), verbose=False)
     expected = {"test/acc_scale1", "test/acc_scale2", "test/acc_scale3", "test/acc_fused",
-                "test/acc_scale1+2", "test/acc_scale1+2+3", "test/apn_iou_scale2", "test/apn_iou_scale3"}
+                "test/acc_scale1+2", "test/acc_scale1+2+3", "test/apn_iou_scale2", "test/apn_iou_scale3",
+                "test/ranked_scale2", "test/ranked_scale3"}
     assert expected <= set(result)
     assert all(0.0 <= v <= 1.0 for v in result.values())
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"k": 0.0}, "k .* must be > 0"),
-    ({"margin": -0.1}, "margin must be >= 0"),
-    ({"margin": float("nan")}, "margin must be >= 0 and finite"),
-    ({"margin": float("inf")}, "margin must be >= 0 and finite"),
     ({"k": float("inf")}, "k .* must be > 0 and finite"),
     ({"k": float("nan")}, "k .* must be > 0 and finite"),
     ({"min_side_fraction": 1.0}, "min_side_fraction must be in \\(0, 1\\)"),
@@ -248,16 +297,23 @@ def test_test_table_and_metric_names(tmp_path, capsys):
     ({"num_scales": 1, "input_sizes": [64]}, "num_scales must be >= 2"),
     ({"input_sizes": [64, 32]}, "input_sizes must list one"),
     ({"backbone": "alexnet"}, "unknown backbone"),
+    ({"margin": -0.1}, "margin must be >= 0"),
+    ({"margin": float("nan")}, "margin must be >= 0 and finite"),
+    ({"margin": float("inf")}, "margin must be >= 0 and finite"),
     ({"phase_unit": "hours"}, "phase_unit"),
-    ({"warmup_cls_steps": -1}, "warmup_cls_steps must be >= 0"),
-    ({"rank_lr_factor": 0.0}, "rank_lr_factor must be in"),
-    ({"reanchor_steps": -1}, "reanchor_steps must be >= 0"),
-    ({"apn_pretrain_target": "mean"}, "apn_pretrain_target must be"),
-    ({"apn_pretrain_power": 0.0}, "apn_pretrain_power must be > 0"),
-    ({"apn_pretrain_features": "stride4"}, "apn_pretrain_features must be null or one of"),
-    ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
-    ({"cls_box_jitter": 1.5}, "cls_box_jitter must be in"),
+    ({"cls_length": 0}, "cls_length and rank_length must be >= 1"),
+    ({"apn_pretrain_side": 0.0}, "apn_pretrain_side must be in"),
+    ({"rank_lr_factor": -0.1}, "rank_lr_factor must be in \\[0, 1\\]"),
+    ({"rank_lr_factor": 1.5}, "rank_lr_factor must be in \\[0, 1\\]"),
     ({"lr_decay": "step"}, "lr_decay must be null or 'cosine'"),
+    ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+    ({"reanchor_steps": -1}, "reanchor_steps must be >= 0"),
+    ({"pretrain_target": "mean"}, "pretrain_target must be"),
+    ({"pretrain_power": 0.0}, "pretrain_power must be > 0"),
+    ({"pretrain_features": "stride4"}, "pretrain_features must be null or one of"),
+    ({"warmup_boxes": "grid"}, "warmup_boxes must be"),
+    ({"box_jitter": 1.5}, "box_jitter must be in"),
+    ({"crop": "grid"}, "crop must be one of"),
 ])
 def test_invalid_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -287,10 +343,9 @@ def test_weights_from_the_hub_cache_and_clear_error(tmp_path, monkeypatch):
 def test_rank_phase_leaves_batchnorm_statistics_alone():
     pl.seed_everything(0)
     m = module(apn_pretrain_steps=0)
-    m.phase = "rank"
     bn = next(mod for mod in m.net.trunks.modules() if isinstance(mod, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    out = m._frozen_forward(torch.rand(4, 3, 64, 64))
+    out = m._frozen_forward(torch.rand(4, 3, 64, 64), targets_only=False)
     assert torch.equal(bn.running_mean, before) and m.net.trunks.training
     assert out.boxes[0].requires_grad  # the ranking loss still reaches the APNs
 
@@ -316,8 +371,7 @@ def test_each_phase_builds_a_graph_over_its_own_parameters_only(phase, tmp_path)
     or classifier weight (the backward computes none of their gradients and does not go
     through scale 1's trunk at all), a classification step's none of the APNs'."""
     pl.seed_everything(0)
-    m = module(apn_pretrain_steps=0)
-    m.phase = phase
+    m = only(module(), phase)
     graphs = []
     m.manual_backward = lambda loss: (graphs.append(graph_leaves(loss)), loss.backward())
     pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -337,43 +391,54 @@ import sys
 import pytorch_lightning as pl, torch
 sys.path.insert(0, {tests!r})
 from test_racnn_model import TinyData, module
+
+class Steps(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        print("TRAINING STEP", flush=True)
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     pl.seed_everything(0)
     m = module(num_scales=2, input_sizes=[64, 64])
-    t = pl.Trainer(max_steps=6, accelerator="cpu", devices=2, strategy={strategy!r}, logger=False,
+    t = pl.Trainer(max_steps=6, accelerator="cpu", devices={devices}, strategy={strategy!r}, logger=False,
                    enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                   num_sanity_val_steps=0, limit_val_batches=1)
+                   num_sanity_val_steps=0, limit_val_batches=1, callbacks=[Steps()])
     t.fit(m, datamodule=TinyData())
+    weights = [float(sum(p.double().sum() for p in part.parameters())) for part in (m.net.apns, m.net.trunks)]
     with open(f"rank{{t.global_rank}}.txt", "w") as out:  # a file each: the ranks share stdout
-        out.write(f"RANK {{t.global_rank}} step {{t.global_step}} phase {{m.phase}}")
+        out.write(f"step {{t.global_step}} phase {{m.schedule.at(t.global_step).name}} weights {{weights}}")
 """
 
 
-def test_ddp_trains_every_phase_with_the_default_strategy(tmp_path):
-    """Two CPU processes (gloo) through pre-training, classification and ranking steps with
-    strategy='ddp': each phase leaves the other's parameters without gradients, which plain
-    DDP rejects unless the module turns on find_unused_parameters."""
+def run_ddp(tmp_path, strategy: str, devices: int):
     import subprocess
     import sys
     script = tmp_path / "ddp_fit.py"
-    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), strategy="ddp"))
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False,
-                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
+    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), strategy=strategy,
+                                        devices=devices))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's raccn
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
+                                            "PYTHONPATH": root})
+
+
+def test_ddp_trains_every_phase_with_find_unused_parameters(tmp_path):
+    """Two CPU processes (gloo) through pre-training, classification and ranking steps: each
+    phase leaves the other's parameters without gradients, which DDP accepts with
+    find_unused_parameters; both ranks end with the same weights."""
+    r = run_ddp(tmp_path, "ddp_find_unused_parameters_true", 2)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == [
-        "RANK 0 step 6 phase rank", "RANK 1 step 6 phase rank"]  # after pretrain, cls, cls, rank, cls, cls
+    ranks = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0].startswith("step 6 phase rank ")  # pretrain, cls, cls, rank, cls, cls
 
 
-def test_ddp_without_find_unused_parameters_is_refused_before_training(tmp_path):
-    m = module()
-    m.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp_find_unused_parameters_false",
-                           logger=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
-        m.setup("fit")
-    m.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False, default_root_dir=tmp_path)
-    m.setup("fit")
-    assert m.trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_find_unused_parameters_false"])
+def test_ddp_without_find_unused_parameters_is_refused_before_training(strategy, tmp_path):
+    r = run_ddp(tmp_path, strategy, 1)
+    assert r.returncode != 0
+    assert "use --trainer.strategy ddp_find_unused_parameters_true" in r.stderr
+    assert "TRAINING STEP" not in r.stdout
+
 
 def peaked_map() -> Tensor:
     """Tensor[1, 2, 4, 4]: peak 1 at cell (row 1, col 3) of 16-px cells on a 64-px input, 0.5 at
@@ -390,20 +455,31 @@ def peaked_map() -> Tensor:
     ("centroid", 4.0, (56.0 + 0.0625 * 40.0) / 1.0625),
 ])
 def test_pretrain_targets(target, power, expected_cx):
-    m = module(apn_pretrain_target=target, apn_pretrain_side=0.25, apn_pretrain_power=power)
+    m = module(pretrain_target=target, apn_pretrain_side=0.25, pretrain_power=power)
     f = peaked_map()
-    out = m.net(torch.rand(1, 3, 64, 64))._replace(apn_features=[f, f])
+    out = m.net(torch.rand(1, 3, 64, 64))._replace(features=[f, f, f])
     (cx, cy, tl), _ = [t[0].tolist() for t in m.pretrain_targets(out)]
     assert tl == 8.0  # 0.5 * 0.25 * 64; the centre stays inside [8, 56]
     assert (cx, cy) == pytest.approx((expected_cx, 24.0), abs=1e-4)
 
 
+def test_pretrain_squares_on_a_map():
+    from raccn.losses import pretrain_squares
+    f = peaked_map().sum(1)  # (1, 4, 4): 2 at cell (1, 3), 1 at (1, 2)
+    assert pretrain_squares(f, 64, 0.25).tolist() == [[56.0, 24.0, 8.0]]  # the peak cell's centre
+    assert pretrain_squares(f, 64, 1.0).tolist() == [[32.0, 32.0, 32.0]]  # moved inside: the whole input
+    (cx, cy, _), = pretrain_squares(f, 64, 0.25, "centroid", 1.0).tolist()
+    assert (cx, cy) == pytest.approx(((2 * 56.0 + 40.0) / 3, 24.0), abs=1e-4)
+    with pytest.raises(ValueError, match="centre must be one of"):
+        pretrain_squares(f, 64, centre="mean")
+
+
 def test_pretrain_targets_read_the_configured_map(monkeypatch):
-    m = module(apn_pretrain_target="centroid", apn_pretrain_side=0.25, apn_pretrain_features="stride8")
+    m = module(pretrain_target="centroid", apn_pretrain_side=0.25, pretrain_features="stride8")
     x = torch.rand(2, 3, 64, 64)
     out = m.net(x)
     # trunk_map: the trunk's own maps at each named stride
-    last = m.net.run_trunk(0, out.inputs[0])[1]
+    last = m.net.trunks[0](out.inputs[0])
     assert torch.equal(m.net.trunk_map(0, out.inputs[0], "last"), last)
     assert m.net.trunk_map(0, out.inputs[0], "stride8").shape[-1] == 64 // 8
     # the real targets: read in eval mode, batch-norm statistics untouched, train mode after
@@ -424,32 +500,54 @@ def test_pretrain_targets_read_the_configured_map(monkeypatch):
 
 
 def learning_rates_per_step(m, optimizer: int, tmp_path, steps: int = 4) -> list[float]:
-    """Fit ``m`` on TinyData for ``steps`` steps; the learning rate of optimiser ``optimizer``
-    (0: classification, 1: APN) after every step."""
-    seen = []
-
-    class Spy(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.append(trainer.optimizers[optimizer].param_groups[0]["lr"])
-
-    pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
-               callbacks=[Spy()], limit_val_batches=0).fit(m, datamodule=TinyData())
-    return seen
+    """Fit ``m`` on TinyData for ``steps`` steps; the learning rate each step runs with, of
+    optimiser ``optimizer`` (0: classification, 1: APN)."""
+    _, spy = fit(m, tmp_path, steps, enable_checkpointing=False)
+    return [lrs[optimizer] for lrs in spy.lrs]
 
 
 def test_rank_lr_factor_scales_only_ranking_steps(tmp_path):
     pl.seed_everything(0)
     m = module(rank_lr_factor=0.25, apn_optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
-    seen = learning_rates_per_step(m, 1, tmp_path)
     # pretrain, cls, cls, rank: the APN optimiser runs at 0.4 for pre-training, 0.1 for ranking
-    assert seen[0] == pytest.approx(0.4) and seen[-1] == pytest.approx(0.1)
+    assert learning_rates_per_step(m, 1, tmp_path) == pytest.approx([0.4, 0.4, 0.4, 0.1])
+
+
+def test_rank_lr_factor_zero_ranks_without_moving_the_apns(tmp_path):
+    """Ranking off: the ranking steps log their loss but leave the APNs and the APN optimiser's
+    state as pre-training left them; the other phases train as usual."""
+    pl.seed_everything(0)
+    m = module(rank_lr_factor=0.0, apn_pretrain_steps=1, cls_length=1, rank_length=2)
+    logged, apn = [], []
+
+    def log(name, value, **kwargs):
+        logged.append(name)
+
+    class APNState(pl.Callback):  # before the first ranking step and after the last
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                apn.append(snapshot(trainer))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:
+                apn.append(snapshot(trainer))
+
+    def snapshot(trainer):
+        adam = trainer.optimizers[1].state_dict()["state"]
+        return [v.clone() for v in m.net.apns.state_dict().values()] + [
+            v.clone() for state in adam.values() for v in state.values()]
+
+    m.log = log
+    _, spy = fit(m, tmp_path, 5, enable_checkpointing=False, callbacks=[APNState()])
+    assert spy.moved == ["apns", "classifiers/fuse/trunks", "", "", "classifiers/fuse/trunks"]
+    assert len(apn) == 2 and all(torch.equal(a, b) for a, b in zip(*apn))
+    assert logged.count("train/loss_rank") == 2
 
 
 def test_cam_pretrain_target_follows_the_true_class():
     """The CAM target sits on the cell that votes for the true class, not on the strongest
     response: two cells respond, each through a channel that only one class weighs."""
-    m = module(apn_pretrain_target="cam", apn_pretrain_side=0.25)
+    m = module(pretrain_target="cam", apn_pretrain_side=0.25)
     C = m.net.classifiers[0].in_features
     f = torch.zeros(2, C, 4, 4)
     f[:, 0, 1, 3] = 2.0  # channel 0 (class 0) at row 1, col 3: the strongest response
@@ -468,19 +566,19 @@ def test_cam_pretrain_target_follows_the_true_class():
 
 def test_training_crops_random_warmup_and_jitter_stay_within_the_apn_bounds():
     torch.manual_seed(0)
-    m = module(warmup_boxes="random", cls_box_jitter=0.2)
-    L, f = 64, m.hparams.min_side_fraction
+    m = module(warmup_boxes="random", box_jitter=0.2)
+    L, f = 64, m.net.min_side_fraction
     apn_box = torch.tensor([[32.0, 32.0, 20.0]]).repeat(2000, 1)
     for phase in ("warmup", "cls"):
-        boxes = m._training_crops(phase)(0, apn_box, L)
+        boxes = m._training_crops(phase, None)(0, apn_box, L)
         tx, ty, tl = boxes.unbind(1)
         assert (tl >= 0.5 * f * L - 1e-4).all() and (tl <= 0.5 * L + 1e-4).all()
         assert (tx - tl >= -1e-4).all() and (tx + tl <= L + 1e-4).all()
         assert (ty - tl >= -1e-4).all() and (ty + tl <= L + 1e-4).all()
         assert boxes.std(0).min() > 1.0  # they do vary
-    random_tl = m._training_crops("warmup")(0, apn_box, L)[:, 2]
+    random_tl = m._training_crops("warmup", None)(0, apn_box, L)[:, 2]
     assert random_tl.min() < 0.5 * f * L + 1 and random_tl.max() > 0.5 * L - 1  # the whole range
-    assert module()._training_crops("cls") is None  # default: the APN's boxes
+    assert module()._training_crops("cls", None) is None  # default: the APN's boxes
 
 
 def test_cosine_lr_decay_reaches_zero_at_the_end(tmp_path):
@@ -497,7 +595,6 @@ def test_larger_images_scale1_sees_an_area_view_and_scale2_is_cut_from_full_reso
     """input_sizes[0] < image side: scale 1 reads the images area-averaged to its size, the
     APN's box is scaled to the images' pixels and scale 2 is cut from the full-resolution images
     (fine detail that the view averages away reaches scale 2)."""
-    from raccn.lit import RACNNLitModule
     from raccn.ops import zoom
 
     torch.manual_seed(0)
@@ -511,8 +608,7 @@ def test_larger_images_scale1_sees_an_area_view_and_scale2_is_cut_from_full_reso
         box = out.boxes[0]
         torch.testing.assert_close(out.inputs[1], zoom(images, box * 2.0, 48, k=net.k))
         assert out.inputs[1].std() > 0.2  # the stripes survive in the crop
-    module = RACNNLitModule(num_classes=5, backbone="resnet18", weights=None, num_scales=2, input_sizes=[32, 48])
-    (image_box,) = module.image_boxes(out)
+    (image_box,) = RACNNLitModule(net).image_boxes(out)
     torch.testing.assert_close(image_box, box * 2.0)  # in the images' pixels
     with pytest.raises(ValueError, match="input_sizes\\[0\\]"):
         net(torch.zeros(1, 3, 16, 16))
@@ -525,9 +621,43 @@ def test_small_vgg_bn_is_small_and_its_maps_sit_at_their_strides():
     assert trunk.features[: trunk.taps[8][0]](torch.rand(2, 3, 72, 72)).shape == (2, 128, 9, 9)
 
 
-def test_dilated_mobilenet_keeps_the_weights_layout_of_the_plain_one():
-    plain, dilated = build_trunk("mobilenet_v3_small"), build_trunk("mobilenet_v3_small_os16")
-    dilated.features.load_state_dict(plain.features.state_dict())  # ImageNet weights fit both
-    x = torch.rand(1, 3, 64, 64)
-    assert plain.features(x).shape[-1] == 2 and dilated.features(x).shape[-1] == 4
-    torch.testing.assert_close(dilated.features[:4](x), plain.features[:4](x))  # same up to stride 8
+def two_scales(**kw):
+    return module(num_scales=2, input_sizes=[64, 32], apn_pretrain_side=0.5, **kw).eval()
+
+
+@pytest.mark.parametrize("mode", ["centre", "random", "heuristic"])
+def test_ablation_boxes_crop_and_are_scored(mode):
+    """``crop`` other than "apn" crops scale 2 with squares of side ``apn_pretrain_side`` (the
+    centre, a random place, the pre-training target), and those squares are what is scored."""
+    m = two_scales(crop=mode)
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = m._evaluation_forward(images)
+        box = out.boxes[0]
+        torch.testing.assert_close(box[:, 2], torch.full((4,), 16.0))  # side 0.5 x 64
+        if mode == "centre":
+            torch.testing.assert_close(box[:, :2], torch.full((4, 2), 32.0))
+        elif mode == "heuristic":
+            expected = m.pretrain_targets(m.net(images, boxes_only=True))[0]
+            torch.testing.assert_close(box, expected)
+        else:
+            assert (box[:, :2] >= 16).all() and (box[:, :2] <= 48).all() and box[:, 0].unique().numel() == 4
+        crop = m.net(images, crop_boxes=lambda s, b, L: box).inputs[1]
+    torch.testing.assert_close(out.inputs[1], crop)  # the scored squares are those that cropped
+    apn = two_scales()
+    apn.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(apn._evaluation_forward(images).boxes[0], box)
+
+
+def test_ranked_metric_counts_the_hinge_met():
+    """``ranked_scale2``: the fraction of images where p_t(2) >= p_t(1) + margin, checked against
+    a computation from the two scales' logits."""
+    m = two_scales(margin=0.05)
+    images, target = torch.rand(8, 3, 64, 64), torch.randint(0, 5, (8,))
+    with torch.no_grad():
+        m._evaluate((images, target), "test")
+        logits = m.net(images).logits
+    p = [z.softmax(-1)[torch.arange(8), target] for z in logits]
+    expected = (p[1] >= p[0] + 0.05).float().mean()
+    torch.testing.assert_close(m.metrics["test"]["ranked_scale2"].compute(), expected)

@@ -83,13 +83,27 @@ def test_ram_fit_then_test_writes_the_glimpse_table(tmp_path, monkeypatch, caplo
 
 
 def test_racnn_test_of_a_checkpoint_writes_the_paper_table(tmp_path, monkeypatch):
-    """fit 2 steps (no test) -> `test --ckpt_path` -> the paper's rows in the test run's folder."""
+    """fit 2 steps (no test) -> `test --ckpt_path` -> the paper's rows in the test run's folder.
+    The checkpoint also loads with ``RACNNLitModule.load_from_checkpoint(path)`` alone: the
+    network is rebuilt from the configuration LightningCLI recorded in its hyper-parameters."""
+    import torch
+
+    from raccn.lit import RACNNLitModule
     monkeypatch.chdir(tmp_path)
     config = os.path.join(ROOT, "configs", "racnn_quickstart.yaml")
     small = ["--data.init_args.batch_size=4", *QUICK]
-    main(["fit", "--config", config, *small, "--trainer.max_steps=2", "--test_after_fit=false"])
+    fitted = main(["fit", "--config", config, *small, "--trainer.max_steps=2", "--test_after_fit=false"]).model
     ckpt = tmp_path / "runs" / "racnn_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
+    weights = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, fitted.state_dict()[k]) for k, v in weights.items())  # the final weights
+    loaded = RACNNLitModule.load_from_checkpoint(ckpt)  # no network given; strict
+    assert loaded.hparams.net["init_args"]["num_classes"] == loaded.net.num_classes == 20  # from the data
+    assert loaded.extras == fitted.extras and loaded.schedule == fitted.schedule
+    images = torch.rand(2, 3, 144, 144)
+    with torch.no_grad():
+        out, expected = loaded.eval().net(images), fitted.eval().net(images)
+    assert torch.equal(out.fused_logits, expected.fused_logits) and torch.equal(out.boxes[0], expected.boxes[0])
     assert not (ckpt.parent.parent / "test_report.csv").exists()  # nothing tested yet
     cli = main(["test", "--config", config, *small, f"--ckpt_path={ckpt}"])
     run_dir = tmp_path / "runs" / "racnn_quickstart" / "version_1"

@@ -1,6 +1,8 @@
 """LightningModules: training procedures (losses, optimisers, metrics)."""
 
+from raccn.lit.phase_schedule import PhaseSchedule
 from raccn.lit.racnn_module import RACNNLitModule
 from raccn.lit.ram_module import RAMLitModule
+from raccn.lit.recipe_extras import RecipeExtras
 
-__all__ = ["RACNNLitModule", "RAMLitModule"]
+__all__ = ["PhaseSchedule", "RACNNLitModule", "RAMLitModule", "RecipeExtras"]

@@ -1,56 +1,63 @@
 """RA-CNN training: APN pre-training, then alternating optimisation (Fu et al. 2017, §3.4).
 
-Phases (manual optimisation, two optimisers):
+The module receives its network (``net``, a ``raccn.models.RACNN``) and holds the procedure;
+manual optimisation with two optimisers, phases from ``raccn.lit.phase_schedule``:
 
-- ``warmup`` (optional, ``warmup_cls_steps``): classification steps as in ``cls`` before APN
-  pre-training, for trunks trained from scratch (whose first feature peaks mean nothing).
-- ``pretrain`` (optional, ``apn_pretrain_steps``): each APN regresses the square centred on the
-  peak (or centroid) of its trunk's channel-summed last conv response, of side
-  ``apn_pretrain_side`` x input.
+- ``pretrain`` (``apn_pretrain_steps``): each APN regresses the square of side
+  ``apn_pretrain_side`` x input centred on the peak of its trunk's channel-summed last conv
+  response (``raccn.losses.apn_pretrain``); trunks frozen.
 - ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
-  the per-scale cross-entropies plus the fused one (optimiser ``cls_optimizer``).
-- ``reanchor`` (optional, ``reanchor_steps``): after every ``cls`` phase, a few pre-training
-  steps that move the APNs back onto the current trunks' responses (which the ``cls`` phase
-  changed under the frozen APNs) before ranking.
-- ``rank``: trunks, classifiers and fusion frozen; APNs trained with the pairwise ranking loss
-  (optimiser ``apn_optimizer``, learning rates x ``rank_lr_factor``); gradients reach the APNs
-  through the zoom's boxcar mask (and its sampling grid with ``grid_grad``).
+  the per-scale cross-entropies plus the fused one (``cls_optimizer``).
+- ``rank``: trunks, classifiers and fusion frozen; the APNs trained with the pairwise ranking
+  loss (``apn_optimizer``, learning rates x ``rank_lr_factor``) through the zoom's boxcar mask
+  (and its sampling grid with the net's ``grid_grad``).
 
 ``cls`` and ``rank`` alternate, ``cls_length`` / ``rank_length`` steps or epochs each
-(``phase_unit``). The phase and its progress are saved in checkpoints (with both optimisers'
-states), so a resumed run continues the same phase.
+(``phase_unit``). Learning rates follow one ``LambdaLR`` per optimiser, stepped every training
+step: the ranking phases' factor and the optional cosine decay. A checkpoint holds both
+optimisers and both schedulers; the phase is a function of the global step.
+
+``extras`` (``RecipeExtras``) groups what the embedded proxy's recipe adds to the paper's (trunks
+trained from scratch on CPU): a classification warm-up, re-anchoring phases, jittered crops and
+other pre-training targets. Its defaults add nothing.
 
 Metrics: ``train/loss_cls``, ``train/loss_rank``, ``train/loss_pretrain``, ``train/phase``
-(0 pretrain, 1 cls (and warmup), 2 rank); ``{val,test}/acc_scale{s}``, ``{val,test}/acc_fused``,
-``{val,test}/acc_scale1+2[+3...]`` (softmax average of scales 1..s), and, when batches carry the
-object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box that makes scale s's input,
-in image pixels). Accuracies are fractions in [0, 1].
+(0 pretrain and reanchor, 1 cls and warmup, 2 rank); ``{val,test}/acc_scale{s}``,
+``{val,test}/acc_fused``, ``{val,test}/acc_scale1+2[+3...]`` (softmax average of scales 1..s),
+``{val,test}/ranked_scale{s}`` (fraction of images whose true-class probability at scale s beats
+scale s-1's by the margin: the ranking loss's hinge met), and, when batches carry the object's true box, ``{val,test}/apn_iou_scale{s}`` (IoU of the box
+that makes scale s's input, in image pixels). Accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.strategies import DDPStrategy
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from raccn.lit.phase_schedule import PhaseSchedule
+from raccn.lit.recipe_extras import NO_EXTRAS, RecipeExtras
 from raccn.losses import ranking_loss
+from raccn.losses.apn_pretrain import pretrain_squares
 from raccn.losses.ranking import check_margin
 from raccn.models.apn import square_from_unit
-from raccn.models.racnn import APN_FEATURES, RACNN, RACNNOutput
+from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.ops.boxes import box_iou_pairs, compose_squares, square_to_xyxy
 
-# index = the logged train/phase; "warmup" logs as "cls", "reanchor" as "pretrain"
-PHASES = ("pretrain", "cls", "rank")
+CROPS = ("apn", "centre", "random", "heuristic")
+LOGGED_PHASE = {"pretrain": 0, "reanchor": 0, "warmup": 1, "cls": 1, "rank": 2}  # train/phase
 
 
 def _sgd(params):
@@ -62,253 +69,201 @@ def _adam(params):
 
 
 class RACNNLitModule(pl.LightningModule):
-    """Model arguments as in ``raccn.models.RACNN``, plus:
-
-    Args:
+    """Args:
+        net: the network (``raccn.models.RACNN``); the module reads its classes and scales.
         margin: ranking-loss margin (paper: 0.05), >= 0.
+        apn_pretrain_steps: steps of APN pre-training before the alternation (0: none).
+        apn_pretrain_side: side of the pre-training square, fraction of the input (paper: 0.5).
         phase_unit: ``"steps"`` or ``"epochs"``: unit of ``cls_length`` and ``rank_length``.
         cls_length, rank_length: length of each classification / ranking phase (>= 1).
-        warmup_cls_steps: classification-only steps before APN pre-training (0: none).
-        apn_pretrain_steps: steps of APN pre-training before alternation (0: none).
-        apn_pretrain_side: side of the pre-training target square, fraction of the input (paper: 0.5).
-        apn_pretrain_target: centre of that square: ``"peak"`` (paper: the arg-max of the
-            channel-summed response of the map the APN reads) or ``"centroid"`` (the mean
-            position of that map weighted by its squared excess over its minimum; sub-cell
-            precise where the map is coarse, e.g. 3x3 for ResNet-18 at 96 px, where it raised
-            the targets' IoU with the true box from 0.37 (peak) to 0.55, docs/RESULTS.md), or
-            ``"cam"``: the same centroid of the class activation map of the true class (the
-            classifier's weights on the features, positive part), which ignores responses to
-            clutter that do not vote for the class.
-        apn_pretrain_power: for ``"centroid"`` and ``"cam"``, the exponent p of the weights (the
-            map's excess over its minimum, or the CAM, to the power p; > 0): larger p leans
-            towards the peak.
-        apn_pretrain_features: the map the ``"peak"``/``"centroid"`` targets are read from:
-            ``None`` (the map the APN reads) or one of ``"last"``, ``"stride16"``, ``"stride8"``
-            (see ``apn_features``; a finer map localises more precisely, docs/RESULTS.md).
+        rank_lr_factor: the APN optimiser's learning rates are multiplied by this in ranking
+            phases (pre-training uses them as given), in [0, 1]; 0: the ranking phases compute
+            and log the ranking loss but never move the APNs (no gradient, optimiser state
+            untouched).
         cls_optimizer: optimiser factory for trunks, classifiers and fusion.
         apn_optimizer: optimiser factory for the APNs.
-        reanchor_steps: pre-training steps between every classification and ranking phase (0: none).
-        rank_lr_factor: the APN optimiser's learning rates are multiplied by this in ranking
-            phases (pre-training uses them as given), in (0, 1].
-        warmup_boxes: boxes cropping the finer scales during warm-up: ``"apn"`` (the untrained
-            APN's centred box) or ``"random"`` (uniformly random squares within the APN's bounds),
-            so the finer scales learn to classify any crop that holds the object, and their
-            confidence rewards boxes on it once ranking starts.
-        cls_box_jitter: in classification phases, crop with the APN's box moved by Gaussian
-            noise of this std (fraction of the scale's input side; side and centre), kept
-            within the APN's bounds: the finer classifiers stay robust to the boxes' later moves
-            (0: none).
-        lr_decay: ``None`` (constant learning rates) or ``"cosine"``: every phase's learning
-            rates follow ``0.5 (1 + cos(pi t / T))`` of their configured value, t the global
-            step and T the run's total steps (``trainer.estimated_stepping_batches``), so that
-            the classifiers settle on the final boxes instead of swinging between epochs.
+        lr_decay: ``None`` (constant learning rates) or ``"cosine"``: every learning rate follows
+            ``0.5 (1 + cos(pi t / T))`` of its value, t the global step and T the run's total
+            steps (``trainer.estimated_stepping_batches``).
+        extras: ``RecipeExtras``, additions to the paper's recipe.
+        crop: what crops the finer scales, in training and evaluation: ``"apn"`` (the APNs'
+            boxes: RA-CNN) or, as ablations that take the APNs out, squares of side
+            ``apn_pretrain_side`` at the input's ``"centre"``, at a uniformly ``"random"`` place,
+            or on the pre-training target of the current trunk (``"heuristic"``: the same
+            saliency heuristic the APNs pre-train on, applied directly). The warm-up's random
+            boxes (``extras.warmup_boxes``) apply whatever this is.
     """
 
     automatic_optimization = False
 
     def __init__(
         self,
-        num_classes: int = 200,
-        backbone: str | list[str] = "vgg19",
-        weights: str | None = None,
-        num_scales: int = 3,
-        input_sizes: list[int] = (448, 224, 224),
-        shared_trunk: bool = False,
-        apn_hidden: int = 512,
-        apn_pool: int = 7,
-        min_side_fraction: float = 1.0 / 3.0,
-        k: float = 10.0,
-        grid_grad: bool = False,
-        fusion: str = "concat",
-        apn_features: str = "last",
-        channels_last: bool = False,
+        net: RACNN,
         margin: float = 0.05,
+        apn_pretrain_steps: int = 0,
+        apn_pretrain_side: float = 0.5,
         phase_unit: str = "steps",
         cls_length: int = 100,
         rank_length: int = 100,
-        warmup_cls_steps: int = 0,
-        apn_pretrain_steps: int = 0,
-        apn_pretrain_side: float = 0.5,
-        apn_pretrain_target: str = "peak",
-        apn_pretrain_power: float = 2.0,
-        apn_pretrain_features: str | None = None,
+        rank_lr_factor: float = 1.0,
         cls_optimizer: OptimizerCallable = _sgd,
         apn_optimizer: OptimizerCallable = _adam,
-        rank_lr_factor: float = 1.0,
-        reanchor_steps: int = 0,
         lr_decay: str | None = None,
-        warmup_boxes: str = "apn",
-        cls_box_jitter: float = 0.0,
+        extras: RecipeExtras = NO_EXTRAS,
+        crop: str = "apn",
     ) -> None:
         super().__init__()
         check_margin(margin)
-        if phase_unit not in ("steps", "epochs"):
-            raise ValueError(f"phase_unit must be 'steps' or 'epochs', got {phase_unit!r}")
-        if cls_length < 1 or rank_length < 1:
-            raise ValueError(f"cls_length and rank_length must be >= 1, got {cls_length}, {rank_length}")
-        if apn_pretrain_steps < 0 or warmup_cls_steps < 0:
-            raise ValueError(
-                f"apn_pretrain_steps and warmup_cls_steps must be >= 0, got {apn_pretrain_steps!r}, "
-                f"{warmup_cls_steps!r}"
-            )
         if not 0.0 < apn_pretrain_side <= 1.0:
             raise ValueError(f"apn_pretrain_side must be in (0, 1] (paper: 0.5), got {apn_pretrain_side!r}")
-        if reanchor_steps < 0:
-            raise ValueError(f"reanchor_steps must be >= 0, got {reanchor_steps!r}")
-        if not 0.0 < rank_lr_factor <= 1.0:
-            raise ValueError(f"rank_lr_factor must be in (0, 1], got {rank_lr_factor!r}")
-        if warmup_boxes not in ("apn", "random"):
-            raise ValueError(f"warmup_boxes must be 'apn' or 'random', got {warmup_boxes!r}")
-        if not 0.0 <= cls_box_jitter < 1.0:
-            raise ValueError(f"cls_box_jitter must be in [0, 1), got {cls_box_jitter!r}")
+        if not 0.0 <= rank_lr_factor <= 1.0:
+            raise ValueError(f"rank_lr_factor must be in [0, 1] (0: ranking never moves the APNs), got "
+                             f"{rank_lr_factor!r}")
         if lr_decay not in (None, "cosine"):
             raise ValueError(f"lr_decay must be null or 'cosine', got {lr_decay!r}")
-        if apn_pretrain_target not in ("peak", "centroid", "cam"):
-            raise ValueError(
-                f"apn_pretrain_target must be 'peak', 'centroid' or 'cam', got {apn_pretrain_target!r}"
-            )
-        if not apn_pretrain_power > 0:
-            raise ValueError(f"apn_pretrain_power must be > 0 (2: squared weights), got {apn_pretrain_power!r}")
-        if apn_pretrain_features not in (None, *APN_FEATURES):
-            raise ValueError(
-                f"apn_pretrain_features must be null or one of {tuple(APN_FEATURES)}, got {apn_pretrain_features!r}"
-            )
-        self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
-        self.net = RACNN(num_classes, backbone, weights, num_scales, list(input_sizes), shared_trunk,
-                         apn_hidden, apn_pool, min_side_fraction, k, grid_grad, fusion, apn_features,
-                         channels_last)
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if isinstance(extras, Mapping):  # from a checkpoint's hyper-parameters
+            extras = RecipeExtras(**extras)
+        self.schedule = PhaseSchedule(cls_length, rank_length, phase_unit, apn_pretrain_steps,
+                                      extras.warmup_steps, extras.reanchor_steps)
+        # LightningCLI gives the configuration as the hyper-parameters, ``net`` as its class_path
+        # and init_args, so that ``load_from_checkpoint(path)`` rebuilds the network. A network
+        # built in Python is no hyper-parameter: ``load_from_checkpoint(path, net=...)``.
+        self.save_hyperparameters(ignore=["net", "cls_optimizer", "apn_optimizer"])
+        if "_instantiator" in self.hparams:
+            self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
+        self.hparams["extras"] = asdict(extras)  # plain values in checkpoints
+        self.net, self.extras = net, extras
         self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
-        self.phase, self.phase_progress = "cls", 0
-        if apn_pretrain_steps > 0:
-            self.phase = "pretrain"
-        if warmup_cls_steps > 0:
-            self.phase = "warmup"
-        self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, num_scales)]
-        acc = lambda: MulticlassAccuracy(num_classes, average="micro")
+        n = net.num_scales
+        self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, n)]
+        acc = lambda: MulticlassAccuracy(net.num_classes, average="micro")
         self.metrics = nn.ModuleDict({
             split: nn.ModuleDict(
-                {f"acc_scale{s + 1}": acc() for s in range(num_scales)}
+                {f"acc_scale{s + 1}": acc() for s in range(n)}
                 | {"acc_fused": acc()}
                 | {f"acc_{c}": acc() for c in self.combos}
-                | {f"apn_iou_scale{s + 1}": MeanMetric() for s in range(1, num_scales)}
+                | {f"apn_iou_scale{s + 1}": MeanMetric() for s in range(1, n)}
+                | {f"ranked_scale{s + 1}": MeanMetric() for s in range(1, n)}
             )
             for split in ("val", "test")
         })
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A module rebuilt by ``load_from_checkpoint`` (not through LightningCLI) keeps the
+        network's configuration among its hyper-parameters, so its own checkpoints load alike."""
+        saved = checkpoint.get("hyper_parameters", {})
+        if "net" not in self.hparams and "net" in saved:
+            self.hparams.update({k: saved[k] for k in ("_class_path", "net", "_instantiator") if k in saved})
+
     # -- optimisation ----------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Under DDP, turn on ``find_unused_parameters``: each phase trains only its own
-        parameters (the APNs get no gradient in a classification step, the trunks and
-        classifiers none in a ranking step), which plain DDP rejects at the second step. Runs
-        before the strategy wraps the model."""
-        if stage != "fit" or not isinstance(self.trainer.strategy, DDPStrategy):
-            return
-        kwargs = self.trainer.strategy._ddp_kwargs  # what DDPStrategy passes to DistributedDataParallel
-        if kwargs.get("find_unused_parameters") is False:
+    def on_fit_start(self) -> None:
+        model = self.trainer.strategy.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
             raise ValueError(
-                "RA-CNN's phases train disjoint parameter sets, so DDP needs find_unused_parameters=True: "
-                "use --trainer.strategy ddp_find_unused_parameters_true (or 'ddp'), not "
-                "find_unused_parameters=False"
+                "RA-CNN's phases train disjoint parameter sets (no APN gradients in a classification "
+                "step, no trunk gradients in an APN step), which DDP accepts only with "
+                "find_unused_parameters=True: use --trainer.strategy ddp_find_unused_parameters_true"
             )
-        if not kwargs.get("find_unused_parameters"):
-            kwargs["find_unused_parameters"] = True
-            rank_zero_info("RA-CNN under DDP: find_unused_parameters=True (each phase trains its own parameters)")
 
     def configure_optimizers(self):
         net = self.net
         cls_params = [*net.trunks.parameters(), *net.classifiers.parameters()]
         if net.fuse is not None:
             cls_params += list(net.fuse.parameters())
-        return [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
+        optimizers = [self.cls_optimizer(cls_params), self.apn_optimizer(net.apns.parameters())]
+        hp = self.hparams
+        total = self.trainer.estimated_stepping_batches if hp.lr_decay is not None else math.inf  # T
+
+        def decay(step: int) -> float:
+            if hp.lr_decay is None or not math.isfinite(total) or total <= 0:
+                return 1.0
+            return 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+
+        def apn(step: int) -> float:
+            return (hp.rank_lr_factor if self.schedule.at(step).name == "rank" else 1.0) * decay(step)
+
+        return optimizers, [LambdaLR(optimizers[0], decay), LambdaLR(optimizers[1], apn)]
+
+    def on_train_start(self) -> None:
+        if self.schedule.unit == "epochs":  # the training set is loaded now
+            self.schedule = replace(self.schedule, steps_per_epoch=self.trainer.num_training_batches)
 
     @contextmanager
     def _frozen(self) -> Iterator[None]:
-        """Trunks, classifiers and fusion in eval mode within the block (then train mode again),
-        so that phases which do not train them (APN pre-training, ranking) leave batch-norm
+        """Trunks and classifiers in eval mode within the block (then back in the mode they were
+        in), so that phases which do not train them (APN pre-training, ranking) leave batch-norm
         statistics untouched too."""
         frozen = [self.net.trunks, self.net.classifiers]
+        modes = [m.training for m in frozen]
         for m in frozen:
             m.eval()
         try:
             yield
         finally:
-            for m in frozen:
-                m.train()
+            for m, mode in zip(frozen, modes):
+                m.train(mode)
 
-    def _frozen_forward(self, images: Tensor) -> RACNNOutput:
-        """The forward of the APN phases, under ``_frozen``; pre-training and re-anchoring
-        regress boxes on targets and stop after the last APN (``boxes_only``)."""
-        targets_only = self.phase in ("pretrain", "reanchor")
+    def _frozen_forward(self, images: Tensor, targets_only: bool) -> RACNNOutput:
+        """The forward of the APN phases; pre-training and re-anchoring (``targets_only``)
+        regress boxes on targets and stop after the last APN."""
         with self._frozen():
             return self.net(images, detach_boxes=targets_only, boxes_only=targets_only)
 
-    def lr_schedule_factor(self) -> float:
-        """Multiplier of all learning rates at the current global step (``lr_decay``)."""
-        if self.hparams.lr_decay is None or self._trainer is None:
-            return 1.0
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
-            return 1.0
-        t = min(self.global_step / total, 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-
-    def _step(self, optimizer, loss: Tensor, lr_factor: float = 1.0) -> None:
-        """Backward and step of ``optimizer`` (toggled by the caller before the forward)."""
-        lr_factor = lr_factor * self.lr_schedule_factor()
-        for group in optimizer.param_groups:
-            group.setdefault("base_lr", group["lr"])
-            group["lr"] = group["base_lr"] * lr_factor
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-
     def pretrain_targets(self, out: RACNNOutput, target: Tensor | None = None) -> list[Tensor]:
-        """Per APN, the square (Tensor[B, 3]) centred on the peak (or centroid, see
-        ``apn_pretrain_target``) of the channel-summed conv features of the map the APN reads
-        (or ``apn_pretrain_features``; for ``"cam"``: of the class activation map of the true
-        class ``target`` (Tensor[B])), of side ``apn_pretrain_side`` x the input side, moved
-        inside the input."""
-        hp = self.hparams
-        targets = []
-        for s, box in enumerate(out.boxes):
-            if hp.apn_pretrain_target == "cam":
+        """Per APN, its pre-training square (Tensor[B, 3], pixels of its input): see
+        ``apn_pretrain_side`` and ``extras``; ``target`` (Tensor[B]), the true classes, for
+        ``"cam"``."""
+        ex, targets = self.extras, []
+        for s in range(len(out.boxes)):
+            if ex.pretrain_target == "cam":
                 weight = self.net.classifiers[s].weight.detach()[target]  # (B, C)
                 f = torch.einsum("bc,bchw->bhw", weight, out.features[s].detach()).clamp(min=0)
-            elif hp.apn_pretrain_features in (None, hp.apn_features):  # the map the APN read
-                f = out.apn_features[s].detach().sum(1)  # (B, h, w)
-            elif hp.apn_pretrain_features == "last":  # the map the classifier read
-                f = out.features[s].detach().sum(1)
+            elif ex.pretrain_features in (None, "last"):  # the map the APN read
+                f = out.features[s].detach().sum(1)  # (B, h, w)
             else:  # a map the forward did not keep: run the trunk that far again
                 with torch.no_grad(), self._frozen():
-                    f = self.net.trunk_map(s, out.inputs[s].detach(), hp.apn_pretrain_features).sum(1)
-            _, h, w = f.shape
-            L = out.inputs[s].shape[-1]
-            if hp.apn_pretrain_target == "peak":
-                idx = f.flatten(1).argmax(1)
-                cx = ((idx % w).to(box.dtype) + 0.5) * L / w
-                cy = (torch.div(idx, w, rounding_mode="floor").to(box.dtype) + 0.5) * L / h
-            else:
-                weight = f if hp.apn_pretrain_target == "cam" else f - f.amin(dim=(1, 2), keepdim=True)
-                weight = weight.pow(hp.apn_pretrain_power) + 1e-12  # all-zero maps (no evidence): the centre
-                weight = weight / weight.sum(dim=(1, 2), keepdim=True)
-                cols = (torch.arange(w, device=f.device, dtype=box.dtype) + 0.5) * L / w
-                rows = (torch.arange(h, device=f.device, dtype=box.dtype) + 0.5) * L / h
-                cx = (weight.sum(1) * cols).sum(1)
-                cy = (weight.sum(2) * rows).sum(1)
-            tl = torch.full_like(cx, 0.5 * self.hparams.apn_pretrain_side * L)
-            targets.append(torch.stack([cx.clamp(tl, L - tl), cy.clamp(tl, L - tl), tl], dim=1))
+                    f = self.net.trunk_map(s, out.inputs[s].detach(), ex.pretrain_features).sum(1)
+            if ex.pretrain_target == "centroid":
+                f = f - f.amin(dim=(1, 2), keepdim=True)
+            centre = "peak" if ex.pretrain_target == "peak" else "centroid"
+            targets.append(pretrain_squares(f, out.inputs[s].shape[-1], self.hparams.apn_pretrain_side,
+                                            centre, ex.pretrain_power))
         return targets
 
-    def _training_crops(self, phase: str):
+    def _ablation_crops(self, images: Tensor):
+        """The ``crop_boxes`` of ``RACNN.forward`` for ``crop`` other than ``"apn"`` (else
+        None); each scale's squares are drawn once per batch, so they can be scored."""
+        mode, side = self.hparams.crop, self.hparams.apn_pretrain_side
+        if mode == "apn":
+            return None
+        if mode == "heuristic":
+            with torch.no_grad(), self._frozen():
+                targets = self.pretrain_targets(self.net(images, boxes_only=True))
+            return lambda s, box, L: targets[s]
+        drawn: dict[int, Tensor] = {}
+
+        def crops(s: int, box: Tensor, L: int) -> Tensor:
+            if s not in drawn:
+                u = torch.full_like(box, 0.5) if mode == "centre" else torch.rand_like(box)
+                tl = torch.full_like(box[:, 2:], 0.5 * side * L)
+                drawn[s] = torch.cat([tl + (L - 2 * tl) * u[:, :2], tl], 1)
+            return drawn[s]
+        return crops
+
+    def _training_crops(self, phase: str, images: Tensor):
         """The ``crop_boxes`` of ``RACNN.forward`` for a classification step (or None)."""
-        hp, f = self.hparams, self.hparams.min_side_fraction
-        if phase == "warmup" and hp.warmup_boxes == "random":
+        ex, f = self.extras, self.net.min_side_fraction
+        if self.hparams.crop != "apn" and not (phase == "warmup" and ex.warmup_boxes == "random"):
+            return self._ablation_crops(images)
+        if phase == "warmup" and ex.warmup_boxes == "random":
             def crops(s: int, box: Tensor, L: int) -> Tensor:
                 return square_from_unit(torch.rand_like(box), L, f)  # uniform over the APN's range
             return crops
-        if hp.cls_box_jitter > 0:
+        if ex.box_jitter > 0:
             def crops(s: int, box: Tensor, L: int) -> Tensor:
-                noise = torch.randn_like(box) * hp.cls_box_jitter * L
+                noise = torch.randn_like(box) * ex.box_jitter * L
                 tl = (box[:, 2] + noise[:, 2]).clamp(0.5 * f * L, 0.5 * L)
                 centre = (box[:, :2] + noise[:, :2]).clamp(tl[:, None], (L - tl)[:, None])
                 return torch.cat([centre, tl[:, None]], 1)
@@ -316,74 +271,49 @@ class RACNNLitModule(pl.LightningModule):
         return None
 
     def training_step(self, batch, batch_idx: int) -> None:
+        phase = self.schedule.at(self.global_step).name
         opt_cls, opt_apn = self.optimizers()
         # Toggled before the forward: the parameters the phase does not train have
         # requires_grad=False while the graph is built, so the backward computes no gradients for
         # them (APN phases: no weight gradients of the trunks, no backward through scale 1's).
-        optimizer = opt_cls if self.phase in ("cls", "warmup") else opt_apn
+        optimizer = opt_cls if phase in ("warmup", "cls") else opt_apn
         with self.toggled_optimizer(optimizer):
-            self._phase_step(batch, optimizer)
-        self._advance("steps")
+            self._phase_step(batch, phase, optimizer)
+        with warnings.catch_warnings():  # both count global steps, also before their optimiser's first
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+            for scheduler in self.lr_schedulers():
+                scheduler.step()
 
-    def _phase_step(self, batch, optimizer) -> None:
-        """Forward, loss and step of the current phase; ``optimizer`` is the phase's (toggled)."""
+    def _phase_step(self, batch, phase: str, optimizer) -> None:
+        """Forward, loss and step of ``phase``; ``optimizer`` is the phase's (toggled)."""
         images, target = batch[0], batch[1]
-        phase = self.phase
         if phase in ("pretrain", "reanchor"):
-            out = self._frozen_forward(images)
+            out = self._frozen_forward(images, targets_only=True)
             loss = sum(
                 F.mse_loss(box / x.shape[-1], t / x.shape[-1])
                 for box, t, x in zip(out.boxes, self.pretrain_targets(out, target), out.inputs)
             )
             self._step(optimizer, loss)
             self.log("train/loss_pretrain", loss, prog_bar=True)
-        elif phase in ("cls", "warmup"):
-            out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase))
-            loss = sum(F.cross_entropy(z, target) for z in out.logits)
-            loss = loss + F.cross_entropy(out.fused_logits, target)
+        elif phase in ("warmup", "cls"):
+            out = self.net(images, detach_boxes=True, crop_boxes=self._training_crops(phase, images))
+            loss = sum(F.cross_entropy(z, target) for z in out.logits) + F.cross_entropy(out.fused_logits, target)
             self._step(optimizer, loss)
             self.log("train/loss_cls", loss, prog_bar=True)
         else:
-            out = self._frozen_forward(images)
+            out = self._frozen_forward(images, targets_only=False)
             loss = ranking_loss(out.logits, target, self.hparams.margin)
-            self._step(optimizer, loss, self.hparams.rank_lr_factor)
+            self._step(optimizer, loss if self.hparams.rank_lr_factor > 0 else None)
             self.log("train/loss_rank", loss, prog_bar=True)
-        logged = {"warmup": "cls", "reanchor": "pretrain"}.get(phase, phase)
-        self.log("train/phase", float(PHASES.index(logged)))
+        self.log("train/phase", float(LOGGED_PHASE[phase]))
 
-    def on_train_epoch_end(self) -> None:
-        self._advance("epochs")
-
-    def _advance(self, unit: str) -> None:
-        hp = self.hparams
-        if self.phase in ("warmup", "pretrain", "reanchor"):  # counted in steps
-            if unit == "steps":
-                self.phase_progress += 1
-                if self.phase == "warmup" and self.phase_progress >= hp.warmup_cls_steps:
-                    self.phase = "pretrain" if hp.apn_pretrain_steps > 0 else "cls"
-                    self.phase_progress = 0
-                elif self.phase == "pretrain" and self.phase_progress >= hp.apn_pretrain_steps:
-                    self.phase, self.phase_progress = "cls", 0
-                elif self.phase == "reanchor" and self.phase_progress >= hp.reanchor_steps:
-                    self.phase, self.phase_progress = "rank", 0
-            return
-        if unit != hp.phase_unit:
-            return
-        self.phase_progress += 1
-        if self.phase_progress >= (hp.cls_length if self.phase == "cls" else hp.rank_length):
-            if self.phase == "cls":
-                self.phase = "reanchor" if hp.reanchor_steps > 0 else "rank"
-            else:
-                self.phase = "cls"
-            self.phase_progress = 0
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["racnn_phase"] = {"phase": self.phase, "progress": self.phase_progress}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("racnn_phase")
-        if state is not None:
-            self.phase, self.phase_progress = state["phase"], state["progress"]
+    def _step(self, optimizer, loss: Tensor | None) -> None:
+        """Backward of ``loss`` and a step of ``optimizer``; without a loss, a step over no
+        gradients, which moves nothing (it still counts as the global step)."""
+        optimizer.zero_grad()
+        if loss is not None:
+            self.manual_backward(loss)
+        optimizer.step()
 
     # -- evaluation ------------------------------------------------------------------------
     def image_boxes(self, out: RACNNOutput) -> list[Tensor]:
@@ -395,13 +325,25 @@ class RACNNLitModule(pl.LightningModule):
             boxes.append(outer)
         return boxes
 
+    def _evaluation_forward(self, images: Tensor) -> RACNNOutput:
+        """The forward of evaluation and prediction; with ``crop`` other than ``"apn"``, the
+        output's ``boxes`` are the squares that cropped (so IoU and pictures show them)."""
+        crops = self._ablation_crops(images)
+        out = self.net(images, crop_boxes=crops)
+        if crops is None:
+            return out
+        return out._replace(boxes=[crops(s, b, x.shape[-1]) for s, (b, x) in enumerate(zip(out.boxes, out.inputs))])
+
     def _evaluate(self, batch, split: str) -> None:
         images, target = batch[0], batch[1]
-        out = self.net(images)
+        out = self._evaluation_forward(images)
         metrics = self.metrics[split]
         probs = [z.softmax(-1) for z in out.logits]
+        p_true = [p.gather(1, target[:, None])[:, 0] for p in probs]  # (B,) per scale
         for s, p in enumerate(probs):
             metrics[f"acc_scale{s + 1}"].update(p, target)
+            if s > 0:  # the ranking loss's hinge met: p_t(s) >= p_t(s-1) + margin
+                metrics[f"ranked_scale{s + 1}"].update((p_true[s] >= p_true[s - 1] + self.hparams.margin).float())
         metrics["acc_fused"].update(out.fused_logits, target)
         for s, name in enumerate(self.combos, start=2):
             metrics[f"acc_{name}"].update(torch.stack(probs[:s]).mean(0), target)
@@ -436,7 +378,7 @@ class RACNNLitModule(pl.LightningModule):
         probability), ``boxes`` (Tensor[B, N-1, 3], see ``image_boxes``) and ``crops`` (the
         amplified inputs of scales 2..N, list of Tensor[B, C, S_s, S_s])."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        out = self.net(images)
+        out = self._evaluation_forward(images)
         p, pred = out.fused_logits.softmax(-1).max(1)
         return {"pred": pred, "prob": p, "boxes": torch.stack(self.image_boxes(out), 1),
                 "crops": list(out.inputs[1:])}

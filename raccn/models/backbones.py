@@ -4,18 +4,14 @@ Each entry builds a torchvision classifier and keeps its convolutional part (``s
 CPU runs from scratch, is our own and has no pretrained weights): the trunk maps
 ``Tensor[B, 3, H, W]`` to the last conv feature map ``Tensor[B, C, H/s, W/s]``. ``taps`` maps
 a stride r to ``(n, C_r)``: the first n modules of the trunk produce its last map at stride r,
-``Tensor[B, C_r, H/r, W/r]`` (for an APN that should localise more finely than the last map
-allows).
+``Tensor[B, C_r, H/r, W/r]`` (a finer map to read APN pre-training targets from,
+``RACNNLitModule``'s ``extras.pretrain_features``).
 
 | name | features kept | C | stride s | stride-16 map (C16) | stride-8 map (C8) |
 | --- | --- | --- | --- | --- | --- |
 | ``vgg19`` (paper) | conv1_1 .. conv5_4 + ReLU (last max-pool dropped) | 512 | 16 | the last (512) | conv4_4 (512) |
-| ``resnet50`` | conv1 .. layer4 | 2048 | 32 | layer3 (1024) | layer2 (512) |
 | ``resnet18`` | conv1 .. layer4 | 512 | 32 | layer3 (256) | layer2 (128) |
-| ``resnet18_os16`` | the same with layer4 at stride 1 (output stride 16: a finer map for the APN) | 512 | 16 | the last (512) | layer2 (128) |
-| ``mobilenet_v3_small`` | ``features`` | 576 | 32 | ``features[:9]`` (48) | ``features[:4]`` (24) |
-| ``mobilenet_v3_small_os16`` | the same with the last stage dilated (torchvision's ``dilated=True``; output stride 16, same weights) | 576 | 16 | the last (576) | ``features[:4]`` (24) |
-| ``small_vgg_bn`` | 4 blocks of two 3×3 conv + BN + ReLU, widths 32, 64, 128, 256, the first conv at stride 2, 2×2 max-pools (ceil) between blocks; ≈ 1.2 M parameters, ≈ 1/5 of ``resnet18_os16``'s time | 256 | 16 | the last (256) | block 3 (128) |
+| ``small_vgg_bn`` | 4 blocks of two 3×3 conv + BN + ReLU, widths 32, 64, 128, 256, the first conv at stride 2, 2×2 max-pools (ceil) between blocks; ≈ 1.2 M parameters, for CPU runs from scratch | 256 | 16 | the last (256) | block 3 (128) |
 
 ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or ``None``
 (random initialisation). Weights are read from the torch hub cache
@@ -47,47 +43,13 @@ def _vgg(model: nn.Module) -> Trunk:
     return Trunk(nn.Sequential(*layers), 512, 16, {16: (len(layers), 512), 8: (27, 512)})
 
 
-def _resnet(channels: int) -> Callable[[nn.Module], Trunk]:
-    def cut(model: nn.Module) -> Trunk:
-        layers = [model.conv1, model.bn1, model.relu, model.maxpool,
-                  model.layer1, model.layer2, model.layer3, model.layer4]
-        taps = {32: (8, channels), 16: (7, channels // 2), 8: (6, channels // 4)}
-        return Trunk(nn.Sequential(*layers), channels, 32, taps)
-    return cut
+def _resnet18(model: nn.Module) -> Trunk:
+    layers = [model.conv1, model.bn1, model.relu, model.maxpool,
+              model.layer1, model.layer2, model.layer3, model.layer4]
+    return Trunk(nn.Sequential(*layers), 512, 32, {32: (8, 512), 16: (7, 256), 8: (6, 128)})
 
 
-def _resnet_os16(channels: int) -> Callable[[nn.Module], Trunk]:
-    """ResNet cut at layer4 with layer4's downsampling removed (same weights, 2x finer map)."""
-    cut = _resnet(channels)
-
-    def build(model: nn.Module) -> Trunk:
-        block = model.layer4[0]
-        block.conv1.stride = (1, 1) if block.conv1.kernel_size == (3, 3) else block.conv1.stride
-        block.conv2.stride = (1, 1)  # Bottleneck strides in conv2
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-        trunk = cut(model)
-        return trunk._replace(stride=16, taps={16: (8, channels), 8: trunk.taps[8]})
-    return build
-
-
-def _mobilenet(model: nn.Module) -> Trunk:
-    return Trunk(model.features, 576, 32, {32: (len(model.features), 576), 16: (9, 48), 8: (4, 24)})
-
-
-def _mobilenet_os16(model: nn.Module) -> Trunk:
-    """MobileNetV3 built with ``dilated=True``: its last stage keeps stride 16."""
-    return Trunk(model.features, 576, 16, {16: (len(model.features), 576), 8: (4, 24)})
-
-
-BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {
-    "vgg19": _vgg,
-    "resnet50": _resnet(2048),
-    "resnet18": _resnet(512),
-    "resnet18_os16": _resnet_os16(512),
-    "mobilenet_v3_small": _mobilenet,
-    "mobilenet_v3_small_os16": _mobilenet_os16,
-}
+BACKBONES: dict[str, Callable[[nn.Module], Trunk]] = {"vgg19": _vgg, "resnet18": _resnet18}
 
 
 SMALL_VGG_WIDTHS = (32, 64, 128, 256)
@@ -113,14 +75,6 @@ def small_vgg_bn() -> Trunk:
 OWN_BACKBONES: dict[str, Callable[[], Trunk]] = {"small_vgg_bn": small_vgg_bn}
 
 
-# registry names that are variants of a torchvision architecture (same weights): name -> (arch,
-# keyword arguments of torchvision's builder)
-TORCHVISION_NAME = {
-    "resnet18_os16": ("resnet18", {}),
-    "mobilenet_v3_small_os16": ("mobilenet_v3_small", {"dilated": True}),
-}
-
-
 def check_backbone(name: str) -> None:
     if name not in BACKBONES and name not in OWN_BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: choose one of {sorted([*BACKBONES, *OWN_BACKBONES])}")
@@ -142,7 +96,8 @@ def _load_weights(name: str, weights: str) -> dict:
         raise RuntimeError(
             f"could not load the ImageNet weights {enum} for backbone {name!r} ({type(err).__name__}: "
             f"{err}). Download {enum.url} and save it as {target} (the torch hub cache; set "
-            f"TORCH_HOME to move it), or set model.init_args.weights: null to train from scratch."
+            f"TORCH_HOME to move it), or set model.init_args.net.init_args.weights: null to train "
+            f"from scratch."
         ) from err
     finally:
         socket.setdefaulttimeout(previous)
@@ -153,11 +108,11 @@ def build_trunk(name: str, weights: str | None = None) -> Trunk:
     check_backbone(name)
     if name in OWN_BACKBONES:
         if weights is not None:
-            raise ValueError(f"backbone {name!r} has no pretrained weights: set model.init_args.weights: "
-                             f"null, or pick a torchvision backbone ({sorted(BACKBONES)}) for {weights!r}")
+            raise ValueError(f"backbone {name!r} has no pretrained weights: set "
+                             f"model.init_args.net.init_args.weights: null, or pick a torchvision "
+                             f"backbone ({sorted(BACKBONES)}) for {weights!r}")
         return OWN_BACKBONES[name]()
-    arch, kwargs = TORCHVISION_NAME.get(name, (name, {}))
-    model = get_model(arch, weights=None, **kwargs)
+    model = get_model(name, weights=None)
     if weights is not None:
-        model.load_state_dict(_load_weights(arch, weights))
+        model.load_state_dict(_load_weights(name, weights))
     return BACKBONES[name](model)

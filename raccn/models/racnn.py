@@ -23,8 +23,8 @@ from raccn.models.backbones import build_trunk
 from raccn.ops.zoom import zoom
 
 FUSIONS = ("concat", "softmax")
-# apn_features name -> stride of the map the APN reads (None: the trunk's last map)
-APN_FEATURES = {"last": None, "stride16": 16, "stride8": 8}
+# names of the trunk maps ``RACNN.trunk_map`` returns -> their stride (None: the trunk's last map)
+TRUNK_MAPS = {"last": None, "stride16": 16, "stride8": 8}
 
 
 class RACNNOutput(NamedTuple):
@@ -32,19 +32,17 @@ class RACNNOutput(NamedTuple):
     fused_logits: Tensor | None  #: Tensor[B, K] (log-probabilities for ``fusion="softmax"``); None with ``boxes_only``
     boxes: list[Tensor]  #: per APN (N-1), Tensor[B, 3] (tx, ty, tl) in pixels of that scale's input
     inputs: list[Tensor]  #: per scale, Tensor[B, C, S_s, S_s]; inputs[0] is scale 1's view of the image
-    features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]
-    apn_features: list[Tensor]  #: per APN (N-1), the map it reads (``features[s]`` for "last")
+    features: list[Tensor]  #: per scale, last conv features Tensor[B, C', h_s, w_s]; APN s reads them
     #: image pixels per pixel of scale 1's input (``S / input_sizes[0]``; 1 when they match)
     view_scale: float = 1.0
 
 
 class RACNN(nn.Module):
     """Args:
-        num_classes: K.
-        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet50, resnet18,
-            resnet18_os16, mobilenet_v3_small, mobilenet_v3_small_os16, small_vgg_bn), or one
-            name per scale (e.g. a stride-16 trunk where an APN reads the map and a cheaper
-            stride-32 one at the last scale, which has no APN); one name with ``shared_trunk``.
+        num_classes: K. The other arguments are keyword-only.
+        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet18, small_vgg_bn), or one
+            name per scale (e.g. a cheaper trunk at the last scale, which has no APN); one name
+            with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
         num_scales: N >= 2 (paper: 3).
         input_sizes: side of each scale's input; crops are amplified to ``input_sizes[s]``.
@@ -58,10 +56,6 @@ class RACNN(nn.Module):
         k: steepness of the boxcar mask (paper: 10).
         grid_grad: let box gradients flow through the sampling grid too (``raccn.ops.zoom``).
         fusion: ``"concat"`` (paper) or ``"softmax"``.
-        apn_features: the map each APN reads: ``"last"`` (paper: the trunk's last conv map,
-            conv5_4 of VGG-19), ``"stride16"`` or ``"stride8"`` (the trunk's last map at that
-            stride, e.g. ResNet's layer3 / layer2: a finer grid to localise on while the
-            classifier keeps the last map; see ``raccn.models.backbones``).
         channels_last: run the trunks in ``torch.channels_last`` memory format (weights and
             inputs; the maps they return are channels-last too). Same results up to rounding;
             on CPU oneDNN's convolutions are faster that way (``benchmarks/racnn_speed.py
@@ -71,6 +65,7 @@ class RACNN(nn.Module):
     def __init__(
         self,
         num_classes: int,
+        *,
         backbone: str | list[str] = "vgg19",
         weights: str | None = None,
         num_scales: int = 3,
@@ -82,7 +77,6 @@ class RACNN(nn.Module):
         k: float = 10.0,
         grid_grad: bool = False,
         fusion: str = "concat",
-        apn_features: str = "last",
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -96,12 +90,14 @@ class RACNN(nn.Module):
             raise ValueError(f"k (boxcar steepness) must be > 0 and finite (paper: 10), got {k!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if apn_features not in APN_FEATURES:
-            raise ValueError(f"apn_features must be one of {tuple(APN_FEATURES)}, got {apn_features!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-        self.num_scales, self.input_sizes = num_scales, [int(s) for s in input_sizes]
-        self.k, self.grid_grad, self.fusion = float(k), grid_grad, fusion
+        if weights == "None":  # a command-line null inside model.init_args.net arrives so (jsonargparse)
+            weights = None
+        self.num_classes, self.num_scales = num_classes, num_scales
+        self.input_sizes = [int(s) for s in input_sizes]
+        self.min_side_fraction, self.k = float(min_side_fraction), float(k)
+        self.grid_grad, self.fusion = grid_grad, fusion
         names = [backbone] * num_scales if isinstance(backbone, str) else list(backbone)
         if len(names) != num_scales or (shared_trunk and len(set(names)) > 1):
             raise ValueError(
@@ -111,13 +107,10 @@ class RACNN(nn.Module):
         built = [build_trunk(n, weights) for n in (names[:1] if shared_trunk else names)]
         trunks = built * num_scales if shared_trunk else built  # per scale
         self.trunks = nn.ModuleList(t.features for t in built)
-        # the first splits[s] modules of scale s's trunk make the map its APN reads
-        taps = [t.taps[APN_FEATURES[apn_features] or t.stride] for t in trunks]
-        self.splits = [n for n, _ in taps]
         self.taps = [dict(t.taps) | {"last": (len(t.features), t.channels)} for t in trunks]
         self.classifiers = nn.ModuleList(nn.Linear(t.channels, num_classes) for t in trunks)
         self.apns = nn.ModuleList(
-            AttentionProposalNetwork(taps[s][1], apn_hidden, apn_pool, min_side_fraction)
+            AttentionProposalNetwork(trunks[s].channels, apn_hidden, apn_pool, min_side_fraction)
             for s in range(num_scales - 1)
         )
         channels = sum(t.channels for t in trunks)
@@ -128,21 +121,15 @@ class RACNN(nn.Module):
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
 
-    def trunk_map(self, s: int, x: Tensor, features: str) -> Tensor:
-        """Scale s's trunk on x (Tensor[B, 3, S, S]) up to the map named ``features`` (a key of
-        ``APN_FEATURES``: ``"last"``, ``"stride16"``, ``"stride8"``) -> Tensor[B, C_r, S/r, S/r]."""
-        stride = APN_FEATURES[features]
+    def trunk_map(self, s: int, x: Tensor, name: str = "last") -> Tensor:
+        """Scale s's trunk on x (Tensor[B, 3, S, S]) up to the map ``name`` (a key of
+        ``TRUNK_MAPS``: ``"last"``, or ``"stride16"`` / ``"stride8"``, the trunk's last map at
+        that stride r; see ``raccn.models.backbones``) -> Tensor[B, C_r, S/r, S/r]."""
+        if name not in TRUNK_MAPS:
+            raise ValueError(f"trunk map must be one of {tuple(TRUNK_MAPS)}, got {name!r}")
+        stride = TRUNK_MAPS[name]
         n, _ = self.taps[s]["last" if stride is None else stride]
         return self.trunk(s)[:n](x.contiguous(memory_format=self.memory_format))
-
-    def run_trunk(self, s: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Scale s's trunk on x (Tensor[B, 3, S, S]) -> (the map its APN reads, the last map)."""
-        f_apn, x = None, x.contiguous(memory_format=self.memory_format)
-        for i, layer in enumerate(self.trunk(s), start=1):
-            x = layer(x)
-            if i == self.splits[s]:
-                f_apn = x
-        return f_apn, x
 
     def forward(
         self,
@@ -177,16 +164,15 @@ class RACNN(nn.Module):
                 f"of at least that size, or set input_sizes[0] <= {S}"
             )
         x = images if S == L else F.interpolate(images, size=(L, L), mode="area")
-        logits, boxes, inputs, features, apn_features, descriptors = [], [], [x], [], [], []
+        logits, boxes, inputs, features, descriptors = [], [], [x], [], []
         for s in range(self.num_scales - 1 if boxes_only else self.num_scales):
-            f_apn, f = self.run_trunk(s, x)
+            f = self.trunk(s)(x.contiguous(memory_format=self.memory_format))  # (B, C', h, w)
             d = f.mean(dim=(2, 3))  # (B, C') global average pooling
             features.append(f)
             descriptors.append(d)
             logits.append(self.classifiers[s](d))
             if s + 1 < self.num_scales:
-                apn_features.append(f_apn)
-                box = self.apns[s](f_apn, x.shape[-1])
+                box = self.apns[s](f, x.shape[-1])
                 boxes.append(box)
                 crop = box.detach() if detach_boxes else box
                 if crop_boxes is not None:
@@ -202,4 +188,4 @@ class RACNN(nn.Module):
             fused = self.fuse(torch.cat([F.normalize(d, dim=1) for d in descriptors], dim=1))
         else:
             fused = torch.stack([z.softmax(-1) for z in logits]).mean(0).log()
-        return RACNNOutput(logits, fused, boxes, inputs, features, apn_features, S / L)
+        return RACNNOutput(logits, fused, boxes, inputs, features, S / L)
