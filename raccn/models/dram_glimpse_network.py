@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raccn.models.conv_stack import conv_stack
-from raccn.ops.glimpse import GlimpseSource, check_glimpse_args, glimpse, prepare_glimpses
+from raccn.models.glimpse_sensor import GlimpseSensor
 
 
-class DRAMGlimpseNetwork(nn.Module):
+class DRAMGlimpseNetwork(GlimpseSensor):
     """Glimpse sensor, a small ConvNet on the patches, and the multiplicative what/where fusion.
 
     The ``scales`` patches of a glimpse (all ``patch_size x patch_size``) are stacked along the
@@ -44,29 +44,20 @@ class DRAMGlimpseNetwork(nn.Module):
         channels: Sequence[int] = (64, 64, 128),
         out_dim: int = 256,
     ) -> None:
-        super().__init__()
-        check_glimpse_args(patch_size, scales, scale_factor)
-        self.patch_size, self.scales, self.scale_factor = patch_size, scales, scale_factor
+        super().__init__(patch_size, scales, scale_factor)
         self.convs = conv_stack(in_channels * scales, channels, 1, "conv_channels")
         self.fc_image = nn.Linear(channels[-1] * patch_size**2, out_dim)
         self.fc_loc = nn.Linear(2, out_dim)
 
-    def prepare(self, images: Tensor) -> GlimpseSource:
-        """``prepare_glimpses`` for this sensor: the location-independent part of every glimpse of ``images``."""
-        return prepare_glimpses(images, self.patch_size, self.scales, self.scale_factor)
-
-    def forward(self, images: Tensor, loc: Tensor, source: GlimpseSource | None = None) -> Tensor:
+    def fuse(self, rho: Tensor, loc: Tensor) -> Tensor:
         """
         Args:
-            images (Tensor[B, C, H, W]): images.
-            loc (Tensor[B, 2]): glimpse centres (x, y) in [-1, 1] (see ``raccn.ops.glimpse``).
-            source (GlimpseSource, optional): ``self.prepare(images)``, made once by a caller
-                that takes several glimpses of the same images (made here when None).
+            rho (Tensor[B, scales, C, patch_size, patch_size]): the glimpse x_n = ρ(x, l_n).
+            loc (Tensor[B, 2]): its centre l_n in [-1, 1].
 
         Returns:
             Tensor[B, out_dim]: the glimpse feature g_n (>= 0).
         """
-        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor, source)  # (B,J,C,P,P)
         g_image = F.relu(self.fc_image(self.convs(rho.flatten(1, 2)).flatten(1)))  # (B, D)
         g_loc = F.relu(self.fc_loc(loc))  # (B, D)
         return g_image * g_loc

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raccn.ops.glimpse import GlimpseSource, check_glimpse_args, glimpse, prepare_glimpses
+from raccn.models.glimpse_sensor import GlimpseSensor
 
 
-class GlimpseNetwork(nn.Module):
+class GlimpseNetwork(GlimpseSensor):
     """Glimpse sensor followed by the what/where fusion.
 
     Args:
@@ -35,30 +35,21 @@ class GlimpseNetwork(nn.Module):
         hidden_l: int = 128,
         out_dim: int = 256,
     ) -> None:
-        super().__init__()
-        check_glimpse_args(patch_size, scales, scale_factor)
-        self.patch_size, self.scales, self.scale_factor = patch_size, scales, scale_factor
+        super().__init__(patch_size, scales, scale_factor)
         self.fc_hg = nn.Linear(in_channels * scales * patch_size**2, hidden_g)
         self.fc_hl = nn.Linear(2, hidden_l)
         self.fc_g = nn.Linear(hidden_g, out_dim)
         self.fc_l = nn.Linear(hidden_l, out_dim)
 
-    def prepare(self, images: Tensor) -> GlimpseSource:
-        """``prepare_glimpses`` for this sensor: the location-independent part of every glimpse of ``images``."""
-        return prepare_glimpses(images, self.patch_size, self.scales, self.scale_factor)
-
-    def forward(self, images: Tensor, loc: Tensor, source: GlimpseSource | None = None) -> Tensor:
+    def fuse(self, rho: Tensor, loc: Tensor) -> Tensor:
         """
         Args:
-            images (Tensor[B, C, H, W]): images.
-            loc (Tensor[B, 2]): glimpse centres (x, y) in [-1, 1] (see ``raccn.ops.glimpse``).
-            source (GlimpseSource, optional): ``self.prepare(images)``, made once by a caller
-                that takes several glimpses of the same images (made here when None).
+            rho (Tensor[B, scales, C, patch_size, patch_size]): the glimpse ρ(x, l).
+            loc (Tensor[B, 2]): its centre l in [-1, 1].
 
         Returns:
             Tensor[B, out_dim]: the glimpse feature g_t.
         """
-        rho = glimpse(images, loc, self.patch_size, self.scales, self.scale_factor, source)
         h_g = F.relu(self.fc_hg(rho.flatten(1)))
         h_l = F.relu(self.fc_hl(loc))
         return F.relu(self.fc_g(h_g) + self.fc_l(h_l))
