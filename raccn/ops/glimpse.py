@@ -26,7 +26,10 @@ cell side ``c_j = scale_factor**j`` (pixels per output pixel):
 the location once (the planes or the table, and the sampling grid's constants), for callers that
 take several glimpses of the same images (RAM, DRAM); ``glimpse`` does it itself when not given.
 Both paths are differentiable (by autograd, no custom backward) with respect to the images and
-the locations, and there is no loop over the batch.
+the locations, and there is no loop over the batch. On CPU the op makes many short-lived tensors
+of a few hundred KB; it is fastest once ``raccn.runtime.tune_cpu_allocator()`` keeps freed
+blocks in the process, which ``train.py`` calls and a script of your own may (it changes the
+whole process's allocator, so importing this module does not).
 """
 
 from __future__ import annotations
