@@ -1,6 +1,6 @@
 """raccn.layers: each block we wrote against a naive reference (loops over positions, the
 papers' softmax formulas written out), the timm-backed blocks against their papers' equations,
-float64 gradcheck, and shape/dtype under CPU bf16 autocast."""
+float64 gradcheck, and shape/dtype under CPU bf16 and fp16 autocast."""
 
 import math
 
@@ -343,15 +343,16 @@ def test_gradcheck_float64(name):
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", sorted(ATTENTION))
-def test_bf16_autocast_shape_dtype_and_values(name):
+def test_autocast_shape_dtype_and_values(name, dtype):
     torch.manual_seed(0)
     m = randomize(build_attention(name, 16, **SMALL[name]))
     x = torch.randn(2, 16, 6, 5)
     with torch.no_grad():
         ref = m(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             y = m(x)
-    assert y.shape == x.shape and y.dtype in (torch.bfloat16, torch.float32)
+    assert y.shape == x.shape and y.dtype in (dtype, torch.float32)
     assert torch.isfinite(y).all()
     assert (y.float() - ref).norm() / ref.norm() < 0.05  # bf16 keeps ~3 significant digits
