@@ -2,6 +2,8 @@
 shape, taps and channels stay, the parameters added are the blocks', and blocks that start as
 the identity leave a trunk's output unchanged."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from timm.layers import NonLocalAttn, SEModule
@@ -22,6 +24,7 @@ SMALL = {  # keep the blocks cheap on CPU
     "aa_conv": {"heads": 2, "max_size": 32}, "sasa": {"heads": 2, "kernel_size": 3},
     "residual_attention": {"p": 0, "t": 1},
 }
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # resnet18: 16x16 after the stem, 2x2 at the end; small_vgg_bn: 4x4 at the end
 
 
@@ -119,6 +122,37 @@ def _with_attention(key: str, name: str) -> str:
     return key
 
 
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_gradients_reach_the_inserted_blocks(name):
+    torch.manual_seed(0)
+    plain = build_trunk("small_vgg_bn").features
+    trunk = build_trunk("small_vgg_bn", attention=name, attention_args=SMALL.get(name)).features
+    base = {n for n, _ in plain.named_parameters()}  # VGG blocks wrap a ReLU: names stay
+    trunk(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    added = [(n, p) for n, p in trunk.named_parameters() if n not in base]
+    assert added and all(p.grad is not None for _, p in added)
+    assert sum(p.grad.abs().sum() for _, p in added) > 0
+
+
 def test_unknown_attention_names_the_choices():
     with pytest.raises(ValueError, match="choose one of"):
         build_trunk("resnet18", attention="senet")
+
+
+def test_racnn_config_inserts_a_block_by_name(tmp_path):
+    """The RA-CNN quick start with one command-line option gets SE in its trunks (and null
+    gives the paper's plain trunks)."""
+    from raccn.cli import main
+
+    config = str(ROOT / "configs" / "racnn_quickstart.yaml")
+    common = ["--config", config, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
+    net = main([*common, "--model.init_args.net.init_args.attention=se",
+                '--model.init_args.net.init_args.attention_args={"reduction": 8}'], run=False).model.net
+    se = [m for m in net.trunks.modules() if isinstance(m, SEModule)]
+    assert len(se) == 4 * len(net.trunks) and se[0].fc1.out_channels == 32 // 8
+    plain = main([*common, "--model.init_args.net.init_args.attention=null"], run=False).model.net
+    assert not [m for m in plain.trunks.modules() if isinstance(m, SEModule)]
+    x = torch.rand(2, 3, net.input_sizes[0], net.input_sizes[0])
+    out, ref = net.eval()(x), plain.eval()(x)
+    assert [t.shape for t in out.logits] == [t.shape for t in ref.logits]
+    assert [f.shape for f in out.features] == [f.shape for f in ref.features]
