@@ -156,3 +156,11 @@ def test_racnn_config_inserts_a_block_by_name(tmp_path):
     out, ref = net.eval()(x), plain.eval()(x)
     assert [t.shape for t in out.logits] == [t.shape for t in ref.logits]
     assert [f.shape for f in out.features] == [f.shape for f in ref.features]
+
+
+def test_stride16_placement_needs_a_stage_end():
+    from raccn.models.trunk_attention import add_attention
+
+    features = build_trunk("small_vgg_bn").features
+    with pytest.raises(ValueError, match="does not end a stage"):
+        add_attention(features, 2, "non_local")  # features[1] is a BatchNorm inside block 1

@@ -81,7 +81,11 @@ def add_attention(features: nn.Sequential, stride16_index: int, name: str, **kwa
             _wrap(features, i, build_attention(name, c, **kwargs))
         return len(ends)
     if placement == "stride16":
-        i, c = next((i, c) for i, c in ends if i == stride16_index - 1)
+        found = [(i, c) for i, c in ends if i == stride16_index - 1]
+        if not found:
+            raise ValueError(f"{name!r} goes after the stride-16 stage, but module "
+                             f"{stride16_index - 1} of this trunk does not end a stage")
+        (i, c), = found
         stage = features[i]
         block = build_attention(name, c, **kwargs)
         if isinstance(stage, nn.Sequential) and isinstance(stage[-1], _RESIDUAL):
