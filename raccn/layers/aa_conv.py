@@ -108,7 +108,8 @@ class AugmentedConv2d(nn.Module):
         H, W = height, width
         if max(H, W) > self.max_size:
             raise ValueError(f"feature map {H}x{W} exceeds max_size={self.max_size} of the "
-                             f"relative embeddings: build the block with max_size >= {max(H, W)}")
+                             f"relative embeddings: build the block with max_size >= {max(H, W)} "
+                             f"(in a trunk: attention_args: {{max_size: {max(H, W)}}})")
         B, Nh, _, dkh = q.shape
         m = self.max_size - 1  # index of offset 0
         rel = relative_logits(q.reshape(B * Nh, H, W, dkh),
