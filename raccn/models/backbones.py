@@ -17,6 +17,10 @@ a stride r to ``(n, C_r)``: the first n modules of the trunk produce its last ma
 (random initialisation). Weights are read from the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``) or downloaded; when neither works the error says which file to
 put where.
+
+``attention`` (a name of ``raccn.layers.ATTENTION``) inserts a plug-in attention block where its
+paper puts it (every residual block for SE/CBAM, res4 for non-local, after the last stage for
+DANet/CCNet, replacing 3×3 convolutions for AA-Conv/SASA; see ``raccn.models.trunk_attention``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
+
+from raccn.layers import ATTENTION
+from raccn.models.trunk_attention import add_attention
 
 
 class Trunk(NamedTuple):
@@ -103,16 +110,29 @@ def _load_weights(name: str, weights: str) -> dict:
         socket.setdefaulttimeout(previous)
 
 
-def build_trunk(name: str, weights: str | None = None) -> Trunk:
-    """Build the convolutional trunk ``name`` (see the table above) with optional weights."""
+def build_trunk(
+    name: str, weights: str | None = None, attention: str | None = None,
+    attention_args: dict | None = None,
+) -> Trunk:
+    """Build the convolutional trunk ``name`` (see the table above) with optional weights, and
+    optionally the attention block ``attention`` (a key of ``raccn.layers.ATTENTION``, built
+    with ``attention_args``) inserted where its paper puts it (``raccn.models.trunk_attention``;
+    after the weights are loaded)."""
     check_backbone(name)
+    if attention is not None and attention not in ATTENTION:
+        raise ValueError(f"unknown attention block {attention!r}: choose one of "
+                         f"{sorted(ATTENTION)} or null")
     if name in OWN_BACKBONES:
         if weights is not None:
             raise ValueError(f"backbone {name!r} has no pretrained weights: set "
                              f"model.init_args.net.init_args.weights: null, or pick a torchvision "
                              f"backbone ({sorted(BACKBONES)}) for {weights!r}")
-        return OWN_BACKBONES[name]()
-    model = get_model(name, weights=None)
-    if weights is not None:
-        model.load_state_dict(_load_weights(name, weights))
-    return BACKBONES[name](model)
+        trunk = OWN_BACKBONES[name]()
+    else:
+        model = get_model(name, weights=None)
+        if weights is not None:
+            model.load_state_dict(_load_weights(name, weights))
+        trunk = BACKBONES[name](model)
+    if attention is not None:
+        add_attention(trunk.features, trunk.taps[16][0], attention, **(attention_args or {}))
+    return trunk

@@ -44,6 +44,10 @@ class RACNN(nn.Module):
             name per scale (e.g. a cheaper trunk at the last scale, which has no APN); one name
             with ``shared_trunk``.
         weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
+        attention: a plug-in attention block (``raccn.layers.ATTENTION``: se, cbam, non_local,
+            danet, ccnet, aa_conv, sasa, residual_attention) inserted into every trunk where
+            its paper puts it (``raccn.models.trunk_attention``), or None (the paper).
+        attention_args: keyword arguments of that block (e.g. ``{reduction: 8}``).
         num_scales: N >= 2 (paper: 3).
         input_sizes: side of each scale's input; crops are amplified to ``input_sizes[s]``.
             Paper: [448, 224, 224]. Images of side ``S = input_sizes[0]`` go to scale 1 as they
@@ -68,6 +72,8 @@ class RACNN(nn.Module):
         *,
         backbone: str | list[str] = "vgg19",
         weights: str | None = None,
+        attention: str | None = None,
+        attention_args: dict | None = None,
         num_scales: int = 3,
         input_sizes: list[int] | tuple[int, ...] = (448, 224, 224),
         shared_trunk: bool = False,
@@ -94,6 +100,8 @@ class RACNN(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
         if weights == "None":  # a command-line null inside model.init_args.net arrives so (jsonargparse)
             weights = None
+        if attention == "None":
+            attention = None
         self.num_classes, self.num_scales = num_classes, num_scales
         self.input_sizes = [int(s) for s in input_sizes]
         self.min_side_fraction, self.k = float(min_side_fraction), float(k)
@@ -104,7 +112,8 @@ class RACNN(nn.Module):
                 f"backbone must be one name or one per scale ({num_scales}; one name with "
                 f"shared_trunk), got {backbone!r}"
             )
-        built = [build_trunk(n, weights) for n in (names[:1] if shared_trunk else names)]
+        built = [build_trunk(n, weights, attention, attention_args)
+                 for n in (names[:1] if shared_trunk else names)]
         trunks = built * num_scales if shared_trunk else built  # per scale
         self.trunks = nn.ModuleList(t.features for t in built)
         self.taps = [dict(t.taps) | {"last": (len(t.features), t.channels)} for t in trunks]
