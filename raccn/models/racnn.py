@@ -3,7 +3,9 @@
 Scale s (1..N) classifies its input x_s with a CNN trunk and a linear classifier on the
 globally pooled last conv features; for s < N its APN proposes a square (tx, ty, tl) on x_s and
 the next input is the attended, amplified crop x_{s+1} = zoom(x_s, box_s, input_sizes[s+1], k)
-(``raccn.ops.zoom``: sigmoid boxcar mask + bilinear resampling, differentiable w.r.t. the box).
+(``raccn.ops.zoom``: sigmoid boxcar mask + bilinear resampling, differentiable w.r.t. the box;
+or, with ``cropper="stn"``, a spatial transformer's affine grid + bilinear sampling,
+``raccn.ops.stn_zoom``, differentiable through the sampling grid).
 Fusion: L2-normalised descriptors of all scales concatenated into a linear layer (paper), or the
 average of the scales' softmax outputs.
 """
@@ -20,9 +22,11 @@ from torch import Tensor, nn
 
 from raccn.models.apn import AttentionProposalNetwork
 from raccn.models.backbones import build_trunk
+from raccn.ops.stn_zoom import stn_zoom
 from raccn.ops.zoom import zoom
 
 FUSIONS = ("concat", "softmax")
+CROPPERS = ("boxcar", "stn")
 # names of the trunk maps ``RACNN.trunk_map`` returns -> their stride (None: the trunk's last map)
 TRUNK_MAPS = {"last": None, "stride16": 16, "stride8": 8}
 
@@ -57,8 +61,14 @@ class RACNN(nn.Module):
             detail that scale 1's view has averaged away.
         shared_trunk: one trunk for all scales instead of one per scale (paper: separate).
         apn_hidden, apn_pool, min_side_fraction: see ``AttentionProposalNetwork``.
-        k: steepness of the boxcar mask (paper: 10).
-        grid_grad: let box gradients flow through the sampling grid too (``raccn.ops.zoom``).
+        cropper: how a box becomes the next scale's input: ``"boxcar"`` (paper; the sigmoid
+            boxcar mask, then bilinear resampling, ``raccn.ops.zoom``) or ``"stn"`` (a spatial
+            transformer, Jaderberg et al. 2015: affine grid + bilinear sampling, box gradients
+            through the sampling positions only, ``raccn.ops.stn_zoom``). Same box
+            ``(tx, ty, tl)`` either way.
+        k: steepness of the boxcar mask (paper: 10); unused by the ``stn`` cropper.
+        grid_grad: let box gradients flow through the sampling grid too (``raccn.ops.zoom``);
+            the ``stn`` cropper always does (it has no mask), whatever this says.
         fusion: ``"concat"`` (paper) or ``"softmax"``.
         channels_last: run the trunks in ``torch.channels_last`` memory format (weights and
             inputs; the maps they return are channels-last too). Same results up to rounding;
@@ -80,6 +90,7 @@ class RACNN(nn.Module):
         apn_hidden: int = 512,
         apn_pool: int = 7,
         min_side_fraction: float = 1.0 / 3.0,
+        cropper: str = "boxcar",
         k: float = 10.0,
         grid_grad: bool = False,
         fusion: str = "concat",
@@ -94,6 +105,8 @@ class RACNN(nn.Module):
             )
         if not (k > 0 and math.isfinite(k)):
             raise ValueError(f"k (boxcar steepness) must be > 0 and finite (paper: 10), got {k!r}")
+        if cropper not in CROPPERS:
+            raise ValueError(f"cropper must be one of {CROPPERS} (paper: boxcar), got {cropper!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if num_classes < 2:
@@ -105,7 +118,7 @@ class RACNN(nn.Module):
         self.num_classes, self.num_scales = num_classes, num_scales
         self.input_sizes = [int(s) for s in input_sizes]
         self.min_side_fraction, self.k = float(min_side_fraction), float(k)
-        self.grid_grad, self.fusion = grid_grad, fusion
+        self.grid_grad, self.fusion, self.cropper = grid_grad, fusion, cropper
         names = [backbone] * num_scales if isinstance(backbone, str) else list(backbone)
         if len(names) != num_scales or (shared_trunk and len(set(names)) > 1):
             raise ValueError(
@@ -126,6 +139,13 @@ class RACNN(nn.Module):
         self.fuse = nn.Linear(channels, num_classes) if fusion == "concat" else None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.trunks.to(memory_format=self.memory_format)
+
+    def crop(self, images: Tensor, boxes: Tensor, out_size: int) -> Tensor:
+        """The configured cropper: the squares ``boxes`` (Tensor[B, 3], (tx, ty, tl) in pixels of
+        ``images``, Tensor[B, C, H, W]) amplified to Tensor[B, C, out_size, out_size]."""
+        if self.cropper == "stn":
+            return stn_zoom(images, boxes, out_size)
+        return zoom(images, boxes, out_size, k=self.k, grid_grad=self.grid_grad)
 
     def trunk(self, s: int) -> nn.Module:
         return self.trunks[min(s, len(self.trunks) - 1)]
@@ -189,7 +209,7 @@ class RACNN(nn.Module):
                 source = x
                 if s == 0 and S != L:  # cut scale 2 from the full-resolution images
                     source, crop = images, crop * (S / L)
-                x = zoom(source, crop, self.input_sizes[s + 1], k=self.k, grid_grad=self.grid_grad)
+                x = self.crop(source, crop, self.input_sizes[s + 1])
                 inputs.append(x)
         if boxes_only:
             fused = None

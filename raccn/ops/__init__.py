@@ -2,6 +2,7 @@
 
 from raccn.ops.boxcar import boxcar_mask
 from raccn.ops.glimpse import glimpse
+from raccn.ops.stn_zoom import stn_zoom
 from raccn.ops.zoom import zoom
 
-__all__ = ["boxcar_mask", "glimpse", "zoom"]
+__all__ = ["boxcar_mask", "glimpse", "stn_zoom", "zoom"]

@@ -20,11 +20,12 @@ from torch import Tensor
 
 from raccn.ops.boxcar import boxcar_mask, check_k
 
-__all__ = ["check_zoom_args", "zoom"]
+__all__ = ["check_crop_args", "check_zoom_args", "zoom"]
 
 
-def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> None:
-    """Raise ``ValueError`` (with the fix) for invalid :func:`zoom` arguments."""
+def check_crop_args(images: Tensor, boxes: Tensor, out_size: int) -> None:
+    """Raise ``ValueError`` (with the fix) unless ``images`` is Tensor[B, C, H, W] (floating
+    point), ``boxes`` Tensor[B, 3] and ``out_size`` a positive integer (any square cropper)."""
     if images.dim() != 4:
         raise ValueError(f"images must be Tensor[B, C, H, W], got shape {tuple(images.shape)}")
     if not images.is_floating_point():
@@ -39,6 +40,11 @@ def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> N
         )
     if not isinstance(out_size, int) or out_size < 1:
         raise ValueError(f"out_size must be a positive integer (pixels), got {out_size!r}")
+
+
+def check_zoom_args(images: Tensor, boxes: Tensor, out_size: int, k: float) -> None:
+    """Raise ``ValueError`` (with the fix) for invalid :func:`zoom` arguments."""
+    check_crop_args(images, boxes, out_size)
     check_k(k)
 
 
