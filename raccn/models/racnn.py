@@ -44,10 +44,12 @@ class RACNNOutput(NamedTuple):
 class RACNN(nn.Module):
     """Args:
         num_classes: K. The other arguments are keyword-only.
-        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet18, small_vgg_bn), or one
+        backbone: trunk name (``raccn.models.backbones``: vgg19, resnet18, small_vgg_bn, or any
+            convolutional timm model as ``timm:<model>``, e.g. ``timm:efficientnet_b0``), or one
             name per scale (e.g. a cheaper trunk at the last scale, which has no APN); one name
             with ``shared_trunk``.
-        weights: torchvision weights name (e.g. ``"DEFAULT"``) or None.
+        weights: torchvision weights name (e.g. ``"DEFAULT"``), for timm trunks ``"DEFAULT"`` or
+            a timm pretrained tag, or None.
         attention: a plug-in attention block (``raccn.layers.ATTENTION``: se, cbam, non_local,
             danet, ccnet, aa_conv, sasa, residual_attention) inserted into every trunk where
             its paper puts it (``raccn.models.trunk_attention``), or None (the paper).
