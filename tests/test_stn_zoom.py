@@ -254,6 +254,15 @@ def test_racnn_stn_cropper_forward_backward():
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in net.apns[0].parameters())
 
 
+def test_racnn_stn_cropper_cuts_scale2_from_full_resolution_images():
+    torch.manual_seed(0)
+    net = small_racnn(cropper="stn").eval()
+    images = torch.rand(2, 3, 96, 96)  # twice scale 1's input side
+    out = net(images)
+    assert out.view_scale == 2.0
+    torch.testing.assert_close(out.inputs[1], stn_zoom(images, out.boxes[0] * 2.0, 40))
+
+
 def test_racnn_croppers_share_the_box_and_differ_in_the_crop():
     torch.manual_seed(0)
     nets = {c: small_racnn(cropper=c) for c in ("boxcar", "stn")}
