@@ -258,3 +258,33 @@ def test_dram_module_learns_to_read_two_digits(reward, tmp_path):
     assert [r["pred"] for r in rows] == [("EOS" if k == EOS else str(k)) for k in out.logits.argmax(-1).reshape(-1).tolist()]
     assert [r["target"] for r in rows] == [("EOS" if k == EOS else str(k)) for k in y[:4].reshape(-1).tolist()]
     assert len(list((tmp_path / "glimpses" / "test").glob("test_*.png"))) == 4
+
+
+def test_compile_goes_through_the_shared_seam(monkeypatch):
+    """compile=True: the training step calls DRAMLitModule.training_loss through torch.compile,
+    made once per class by the seam RAMLitModule uses too (GlimpseTraining)."""
+    from raccn.lit import RAMLitModule, glimpse_training
+    from raccn.models import RecurrentAttentionModel
+
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    glimpse_training.compiled.cache_clear()
+    try:
+        module = DRAMLitModule(small_dram(), compile=True)
+        x, y = two_digit_task(8, 0)
+        torch.manual_seed(0)
+        parts = module.compiled_training_loss(x, y)
+        torch.manual_seed(0)
+        eager = module.training_loss(x, y)
+        torch.testing.assert_close(parts.loss, eager.loss)
+        DRAMLitModule(small_dram(), compile=True).compiled_training_loss(x, y)  # made once per class
+        ram = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4), compile=True)
+        ram.compiled_training_loss(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+        assert compiled == [DRAMLitModule.training_loss, RAMLitModule.training_loss]
+    finally:
+        glimpse_training.compiled.cache_clear()
