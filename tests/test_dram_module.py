@@ -288,3 +288,20 @@ def test_compile_goes_through_the_shared_seam(monkeypatch):
         assert compiled == [DRAMLitModule.training_loss, RAMLitModule.training_loss]
     finally:
         glimpse_training.compiled.cache_clear()
+
+
+def test_each_slot_is_drawn_in_its_own_colour():
+    from raccn.viz import draw_glimpse_path, slot_colours
+
+    colours = slot_colours(6, 2)
+    assert colours[0] == colours[1] != colours[2] == colours[3] != colours[4] == colours[5]
+    assert len(set(colours)) == 3
+    image = torch.zeros(1, 40, 40)
+    # glimpse t at x = -0.6 + 0.25 t (far apart), one 4-px square each, upscale 1
+    locations = torch.tensor([[-0.75 + 0.3 * t, 0.0] for t in range(6)])
+    picture = draw_glimpse_path(image, locations, patch_size=4, upscale=1, colours=colours)
+    for t, (x, _) in enumerate(locations.tolist()):
+        cx = round((x + 1) / 2 * 40)
+        assert picture.getpixel((cx - 2, 18)) == colours[t]  # the square's left edge
+    with pytest.raises(ValueError, match="one colour per step"):
+        draw_glimpse_path(image, locations, patch_size=4, colours=colours[:5])

@@ -15,7 +15,7 @@ DRAM_COLUMNS = ["image_id", "slot", *COLUMNS[1:]]
 
 
 class GlimpseTrajectoryWriter(AttentionPictureCallback):
-    """Where a RAM looked on K fixed validation (every ``every_n_epochs`` epochs) and test images.
+    """Where a RAM or DRAM looked on K fixed validation (every ``every_n_epochs`` epochs) and test images.
 
     One picture per image (``raccn.viz.draw_glimpse_path``: the nested squares of each scale at
     every step, numbered, joined by a line; caption: predicted / true class) and a table with one
