@@ -60,7 +60,7 @@ def test_quickstart_fit_tests_and_writes_the_table_and_pictures(fitted):
 
 
 def test_predict_prints_the_number_read_and_draws_the_glimpses(fitted, monkeypatch, caplog):
-    folder, _ = fitted
+    folder, fit_cli = fitted
     monkeypatch.chdir(folder)
     caplog.set_level(logging.INFO)
     ckpt = folder / "runs" / "dram_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
@@ -75,8 +75,7 @@ def test_predict_prints_the_number_read_and_draws_the_glimpses(fitted, monkeypat
 
     module = DRAMLitModule.load_from_checkpoint(ckpt).eval()  # the net from the saved config
     assert module.net.locator.std == 1e-6
-    from raccn.datamodules import EmbeddedHouseNumbersDataModule
-    transform = EmbeddedHouseNumbersDataModule(data_dir=str(folder / "data" / "hn")).predict_transform()
+    transform = fit_cli.datamodule.predict_transform()  # the config's crop of the resized image
     images = torch.stack([transform(Image.open(p)) for p in houses])
     with torch.no_grad():
         probs = module.net(images, deterministic=True).logits.softmax(-1)
