@@ -22,6 +22,7 @@ EXPECTED = {  # config -> (glimpses, patch_size, scales, image side, distractors
     "ram_translated": (6, 12, 3, 60, 0),
     "ram_cluttered": (8, 12, 3, 60, 4),
     "ram_cluttered100": (8, 12, 4, 100, 8),
+    "ram_svhn_cropped": (6, 8, 2, 32, None),
 }
 
 
@@ -263,3 +264,50 @@ def test_racnn_command_line_nulls_reach_the_net_and_extras(tmp_path):
                 "--model.init_args.net.init_args.weights=null"], run=False)
     assert cli.model.extras.pretrain_features is None
     assert len(cli.model.net.trunks) == 2  # small_vgg_bn, which has no weights: built with none
+
+
+# -- DRAM configs ---------------------------------------------------------------------------
+DRAM_EXPECTED = {  # config -> (data module, S, glimpses per label, image side, channels, reward)
+    "dram_quickstart": ("EmbeddedHouseNumbersDataModule", 3, None, None, 3, "sequence"),
+    "dram_svhn": ("SVHNDataModule", 5, 3, 54, 3, "sequence"),
+    "dram_mnist_sequences": ("MNISTSequencesDataModule", 3, None, 100, 1, "sequence"),
+}
+
+
+def test_all_dram_configs_are_listed():
+    files = glob.glob(os.path.join(ROOT, "configs", "dram_*.yaml"))
+    assert sorted(os.path.basename(f)[:-5] for f in files) == sorted(DRAM_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(DRAM_EXPECTED))
+def test_dram_config_parses_and_instantiates(name, tmp_path):
+    from raccn.lit import DRAMLitModule
+    from raccn.models import DRAM
+
+    cli = main(["--config", os.path.join(ROOT, "configs", f"{name}.yaml"),
+                f"--data.init_args.data_dir={tmp_path / 'data'}",
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+    data_class, slots, per_label, side, channels, reward = DRAM_EXPECTED[name]
+    model, net, dm = cli.model, cli.model.net, cli.datamodule
+    assert isinstance(model, DRAMLitModule) and isinstance(net, DRAM) and type(dm).__name__ == data_class
+    assert net.num_classes == dm.num_classes == 10 and net.eos_index == 10  # linked; EOS added by the model
+    assert model.hparams.net["init_args"]["num_classes"] == 10  # saved, for load_from_checkpoint
+    assert net.max_digits == dm.max_length == slots and net.in_channels == dm.num_channels == channels
+    assert model.hparams.reward == reward
+    if per_label is not None:
+        assert net.glimpses_per_digit == per_label
+    if side is not None:
+        assert dm.image_size == (side, side)
+    assert net.glimpse_net.patch_size <= min(dm.image_size)
+    monitored = [c.monitor for c in cli.trainer.checkpoint_callbacks if c.monitor]
+    assert monitored == ["val/seq_acc"]
+
+
+def test_dram_slots_must_match_the_data(tmp_path):
+    r = run_train("fit", "--config", os.path.join(ROOT, "configs", "dram_quickstart.yaml"),
+                  f"--data.init_args.data_dir={tmp_path / 'data'}", "--data.init_args.train_size=8",
+                  "--data.init_args.test_size=4", "--data.init_args.val_split=0.25",
+                  "--model.init_args.net.init_args.max_digits=4", "--trainer.max_epochs=1", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "set model.init_args.net.init_args.max_digits: 3" in r.stderr
+    assert not glob.glob(str(tmp_path / "runs" / "**" / "*.ckpt"), recursive=True)

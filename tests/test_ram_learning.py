@@ -155,14 +155,14 @@ def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
 @pytest.fixture
 def compile_with(monkeypatch):
     """Make RAMLitModule's compiled training loss with ``torch.compile`` replaced by ``fake``."""
-    from raccn.lit import ram_module
+    from raccn.lit import glimpse_training
 
     def use(fake):
         monkeypatch.setattr(torch, "compile", fake)
-        ram_module._compiled_training_loss.cache_clear()
+        glimpse_training.compiled.cache_clear()
 
     yield use
-    ram_module._compiled_training_loss.cache_clear()
+    glimpse_training.compiled.cache_clear()
 
 
 def test_compiled_training_loss_makes_the_planes_eagerly_and_two_graphs(compile_with):

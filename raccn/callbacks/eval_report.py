@@ -5,6 +5,10 @@ Rows are found by metric name, so one callback serves every model family:
 - RA-CNN (Fu et al. 2017, Tables 1-3): ``test/acc_scale{s}`` -> "scale s", then the softmax
   averages ``test/acc_scale1+2[+3...]`` -> "scale 1+2", ..., then ``test/acc_fused`` -> "fused";
 - RAM (Mnih et al. 2014): ``test/acc_glimpse{t}`` -> "t glimpse(s)", the accuracy after t glimpses;
+- DRAM (Ba et al. 2015): ``test/seq_acc`` -> "whole sequence", ``test/seq_acc_len{n}`` -> "n
+  digit(s)" (whole-sequence accuracy among the numbers of n digits), ``test/digit_acc`` ->
+  "digits", ``test/len_acc`` -> "length"; the printed table adds the whole-sequence error
+  (the paper's unit) under it;
 - any other module: every ``test/acc*`` metric, by name.
 
 Values are the logged fractions in [0, 1] (``accuracy``) and the same in percent
@@ -48,7 +52,13 @@ _FAMILIES = (
     (re.compile(r"acc_scale(\d+(?:\+\d+)+)"), lambda m: f"scale {m[1]}", lambda m: (1, m[1].count("+"))),
     (re.compile(r"acc_fused"), lambda m: "fused", lambda m: (2, 0)),
     (re.compile(r"acc_glimpse(\d+)"), lambda m: _glimpses(int(m[1])), lambda m: (3, int(m[1]))),
+    (re.compile(r"seq_acc"), lambda m: "whole sequence", lambda m: (4, 0)),
+    (re.compile(r"seq_acc_len(\d+)"), lambda m: f"{m[1]} digit" + ("" if m[1] == "1" else "s"),
+     lambda m: (5, int(m[1]))),
+    (re.compile(r"digit_acc"), lambda m: "digits", lambda m: (6, 0)),
+    (re.compile(r"len_acc"), lambda m: "length", lambda m: (7, 0)),
 )
+SEQUENCE_ROW = "whole sequence"
 
 
 def report_rows(metrics: dict[str, float], prefix: str = "test/") -> list[ReportRow]:
@@ -74,9 +84,14 @@ def report_rows(metrics: dict[str, float], prefix: str = "test/") -> list[Report
 
 
 def format_table(rows: list[ReportRow]) -> str:
-    """Rows as aligned text: label, then the accuracy in percent."""
+    """Rows as aligned text: label, then the accuracy in percent; under DRAM's rows, the
+    whole-sequence error."""
     width = max(len(r.label) for r in rows)
-    return "\n".join(f"  {r.label:<{width}}  {100.0 * r.value:6.2f} %" for r in rows)
+    lines = [f"  {r.label:<{width}}  {100.0 * r.value:6.2f} %" for r in rows]
+    whole = [r for r in rows if r.label == SEQUENCE_ROW]
+    if whole:
+        lines.append(f"  whole-sequence error: {100.0 * (1.0 - whole[0].value):.2f} %")
+    return "\n".join(lines)
 
 
 class EvalReportWriter(pl.Callback):

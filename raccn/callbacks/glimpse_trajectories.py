@@ -1,4 +1,4 @@
-"""RAM glimpse trajectories: pictures and a per-step table, as PNG files and in W&B."""
+"""RAM and DRAM glimpse trajectories: pictures and a per-step table, as PNG files and in W&B."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import torch
 from torch import Tensor
 
 from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendered
-from raccn.viz import draw_glimpse_path, loc_to_pixels
+from raccn.lit.sequence_accuracy import label_strings
+from raccn.losses import dram_loss
+from raccn.viz import draw_glimpse_path, loc_to_pixels, slot_colours
 
 COLUMNS = ["image_id", "step", "x", "y", "x_px", "y_px", "log_prob", "baseline", "reward", "pred", "target"]
+DRAM_COLUMNS = ["image_id", "slot", *COLUMNS[1:]]
 
 
 class GlimpseTrajectoryWriter(AttentionPictureCallback):
-    """Where a RAM looked on K fixed validation (every ``every_n_epochs`` epochs) and test images.
+    """Where a RAM or DRAM looked on K fixed validation (every ``every_n_epochs`` epochs) and test images.
 
     One picture per image (``raccn.viz.draw_glimpse_path``: the nested squares of each scale at
     every step, numbered, joined by a line; caption: predicted / true class) and a table with one
@@ -23,6 +26,13 @@ class GlimpseTrajectoryWriter(AttentionPictureCallback):
     ``pred`` (prediction after that glimpse) and ``target``. One stochastic rollout per image,
     as in training (fixed seed). W&B keys: ``val/glimpses``, ``val/glimpses_table`` (and ``test/``).
     Arguments: see ``AttentionPictureCallback``.
+
+    DRAM (a net with ``glimpses_per_digit``; batches ``(images, targets Tensor[K, S], ...)``):
+    each label slot's glimpses in its own colour (``raccn.viz.slot_colours``), caption ``read
+    <number> / true <number>``; the table has a ``slot`` column (1..S) after ``image_id``,
+    ``log_prob`` and ``baseline`` at every step (every DRAM location is sampled), ``reward`` as
+    the module's loss rewards the rollout (``reward`` setting), ``pred`` and ``target`` the
+    slot's label read and true label (digits as text, ``EOS`` for the end).
     """
 
     def __init__(self, num_images: int = 8, dirname: str = "glimpses", key: str = "glimpses",
@@ -31,6 +41,8 @@ class GlimpseTrajectoryWriter(AttentionPictureCallback):
 
     def render(self, pl_module, images: Tensor, targets: Tensor, extras: list[Tensor],
                to_display) -> Rendered:
+        if hasattr(pl_module.net, "glimpses_per_digit"):
+            return self.render_sequences(pl_module, images, targets, to_display)
         sensor = pl_module.net.glimpse_net
         out = pl_module.net(images)
         K, T = out.locations.shape[:2]
@@ -56,3 +68,36 @@ class GlimpseTrajectoryWriter(AttentionPictureCallback):
             pictures.append(draw_glimpse_path(display[i], out.locations[i], sensor.patch_size, sensor.scales,
                                               sensor.scale_factor, self.upscale, caption=caption))
         return Rendered(pictures, captions, list(COLUMNS), rows)
+
+    def render_sequences(self, pl_module, images: Tensor, targets: Tensor, to_display) -> Rendered:
+        """DRAM's pictures and table (class docstring); targets (Tensor[K, S])."""
+        net, sensor = pl_module.net, pl_module.net.glimpse_net
+        out = net(images)
+        K, T = out.locations.shape[:2]
+        N, eos = net.glimpses_per_digit, net.eos_index
+        preds = out.logits.argmax(-1)  # (K, S)
+        reward = dram_loss(out, targets, reward=pl_module.hparams.get("reward", "sequence")).reward
+        pixels = loc_to_pixels(out.locations, *images.shape[-2:])  # (K, T, 2)
+        columns = [out.locations[..., 0], out.locations[..., 1], pixels[..., 0], pixels[..., 1],
+                   out.log_pi, out.baselines]
+        values = torch.stack(columns, -1).cpu().tolist()  # (K, T, 6)
+
+        def name(k: int) -> str:
+            return "EOS" if k == eos else str(k)
+
+        preds_l, targets_l, reward_l = preds.cpu().tolist(), targets.cpu().tolist(), reward.cpu().tolist()
+        read, true = label_strings(preds, eos), label_strings(targets, eos)
+        colours = slot_colours(T, N)
+        display = to_display(images)
+        rows, pictures, captions = [], [], []
+        for i in range(K):
+            for t in range(T):
+                s = t // N
+                rows.append([i, s + 1, t + 1, *values[i][t], reward_l[i], name(preds_l[i][s]),
+                             name(targets_l[i][s])])
+            caption = f"read {read[i] or '-'} / true {true[i] or '-'}"
+            captions.append(caption)
+            pictures.append(draw_glimpse_path(display[i], out.locations[i], sensor.patch_size, sensor.scales,
+                                              sensor.scale_factor, self.upscale, caption=caption,
+                                              colours=colours))
+        return Rendered(pictures, captions, list(DRAM_COLUMNS), rows)

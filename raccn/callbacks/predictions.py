@@ -12,6 +12,11 @@ The pictures follow what the module's ``predict_step`` returns (a dict of batche
 - ``boxes`` (Tensor[B, N-1, 3], RA-CNN) and optionally ``crops`` (list of Tensor[B, C, S, S]):
   the zoom chain, ``raccn.viz.draw_zoom_chain``;
 - neither: the image with its caption.
+
+A module that reads label sequences (DRAM: ``reads_sequences = True``, ``predict_step`` returning
+``sequence`` Tensor[B, S] labels then EOS and ``prob`` Tensor[B], the probability of the number
+read) gets the CSV columns ``path, number, probability, picture`` (``number``: the labels up to
+the first EOS as text, e.g. ``1234``) and its glimpses drawn in one colour per label slot.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from torch import Tensor
 
 from raccn.callbacks.attention_pictures import AttentionPictureCallback
 from raccn.callbacks.run_dir import run_dir
-from raccn.viz import draw_glimpse_path, draw_zoom_chain
+from raccn.lit.sequence_accuracy import label_strings
+from raccn.viz import draw_glimpse_path, draw_zoom_chain, slot_colours
 
 __all__ = ["PredictionWriter"]
 
 COLUMNS = ["path", "class_index", "class_name", "probability", "picture"]
+SEQUENCE_COLUMNS = ["path", "number", "probability", "picture"]
 
 
 def safe_stem(path: str) -> str:
@@ -84,7 +91,7 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             os.makedirs(self.folder, exist_ok=True)
             with open(self.csv_path, "w", newline="") as fh:
-                csv.writer(fh).writerow(COLUMNS)
+                csv.writer(fh).writerow(SEQUENCE_COLUMNS if _reads_sequences(pl_module) else COLUMNS)
 
     @property
     def csv_path(self) -> str:
@@ -96,9 +103,11 @@ class PredictionWriter(BasePredictionWriter):
                            dataloader_idx) -> None:
         if not trainer.is_global_zero:
             return
-        if not isinstance(prediction, dict) or not {"pred", "prob"} <= prediction.keys():
+        sequences = _reads_sequences(pl_module)
+        needed = {"sequence", "prob"} if sequences else {"pred", "prob"}
+        if not isinstance(prediction, dict) or not needed <= prediction.keys():
             raise TypeError(
-                f"PredictionWriter needs predict_step to return a dict with 'pred' and 'prob' "
+                f"PredictionWriter needs predict_step to return a dict with {sorted(needed)} "
                 f"(Tensor[B]); {type(pl_module).__name__} returned {type(prediction).__name__}."
             )
         images = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, C, H, W)
@@ -113,6 +122,9 @@ class PredictionWriter(BasePredictionWriter):
             names = [f"test[{i}]" for i in ids]
             files = [f"test_{i:05d}.png" for i in ids]
         self._seen += len(images)
+        if sequences:
+            self._write_sequences(trainer, pl_module, prediction, images, names, files)
+            return
         class_names = getattr(dm, "class_names", None)
         preds, probs = prediction["pred"].tolist(), prediction["prob"].tolist()
         labels = [class_names[k] if class_names else str(k) for k in preds]
@@ -137,6 +149,25 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             rank_zero_info(f"{len(self.rows)} prediction(s) written to {self.csv_path}")
 
+    def _write_sequences(self, trainer, pl_module, prediction: dict[str, Any], images: Tensor,
+                         names: list[str], files: list[str]) -> None:
+        """The rows, pictures and lines of a batch of numbers read (module docstring)."""
+        numbers = label_strings(prediction["sequence"], pl_module.net.eos_index)
+        probs = prediction["prob"].tolist()
+        if self.pictures:
+            captions = [f"read {n or '-'}, p = {p:.2f}" for n, p in zip(numbers, probs)]
+            for picture, file in zip(self.draw(trainer, pl_module, images, prediction, captions), files):
+                picture.save(os.path.join(self.folder, file))
+        else:
+            files = [""] * len(names)
+        rows = [list(row) for row in zip(names, numbers, probs, files)]
+        with open(self.csv_path, "a", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        self.rows += rows
+        for n, number, p, f in rows:
+            where = f" -> {os.path.join(self.folder, f)}" if f else ""
+            rank_zero_info(f"{n}: {number or '(nothing)'}, p = {p:.4f}{where}")
+
     # -- helpers ---------------------------------------------------------------------------
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
              prediction: dict[str, Any], captions: list[str]) -> list[Image.Image]:
@@ -151,9 +182,12 @@ class PredictionWriter(BasePredictionWriter):
         display = to_display(images)  # (B, C, H, W) in [0, 1]
         upscale = self.upscale or max(1, -(-160 // images.shape[-2]))
         if "locations" in prediction:
-            sensor = pl_module.net.glimpse_net
+            sensor, T = pl_module.net.glimpse_net, prediction["locations"].shape[1]
+            per_slot = getattr(pl_module.net, "glimpses_per_digit", None)  # DRAM: colour by slot
+            colours = slot_colours(T, per_slot) if per_slot else None
             return [draw_glimpse_path(display[i], prediction["locations"][i], sensor.patch_size,
-                                      sensor.scales, sensor.scale_factor, upscale, caption=c)
+                                      sensor.scales, sensor.scale_factor, upscale, caption=c,
+                                      colours=colours)
                     for i, c in enumerate(captions)]
         boxes = prediction.get("boxes")
         if boxes is None:  # no attention to show: the image and its caption
@@ -161,3 +195,8 @@ class PredictionWriter(BasePredictionWriter):
         crops = [to_display(c) for c in prediction.get("crops", [])]  # each (B, C, S, S)
         return [draw_zoom_chain(display[i], boxes[i], [c[i] for c in crops], upscale, caption=cap)
                 for i, cap in enumerate(captions)]
+
+
+def _reads_sequences(pl_module: pl.LightningModule) -> bool:
+    """The module's predictions are label sequences (DRAM), not classes."""
+    return bool(getattr(pl_module, "reads_sequences", False))

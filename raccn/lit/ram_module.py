@@ -8,21 +8,21 @@ fractions in [0, 1]; errors are percentages.
 
 from __future__ import annotations
 
-import functools
-
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from raccn.lit.glimpse_training import GlimpseTraining, check_settings
 from raccn.losses import RAMLoss, ram_loss
 from raccn.models import RAMOutput, RecurrentAttentionModel
 
 
-class RAMLitModule(pl.LightningModule):
-    """RAM training: the network is injected, this module holds the training settings.
+class RAMLitModule(GlimpseTraining, pl.LightningModule):
+    """RAM training: the network is injected, this module holds the training settings (the
+    checks against the data, ``compile``, logging steps and optimiser: ``GlimpseTraining``).
 
     Args:
         net: the model (LightningCLI: ``model.init_args.net: {class_path:
@@ -63,15 +63,7 @@ class RAMLitModule(pl.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(mc_samples, int) or mc_samples < 1:
-            raise ValueError(f"mc_samples must be an integer >= 1, got {mc_samples!r}")
-        if reinforce_weight < 0:
-            raise ValueError(f"reinforce_weight must be >= 0, got {reinforce_weight!r}")
-        if not policy_lr_factor > 0:
-            raise ValueError(
-                f"policy_lr_factor must be > 0 (it multiplies the optimiser's lr for the "
-                f"location policy; 1 = same lr), got {policy_lr_factor!r}"
-            )
+        check_settings(reinforce_weight, mc_samples, policy_lr_factor)
         # hyper-parameters (see the class docstring): the net only as a config, which LightningCLI
         # gives (marking it with its key "_instantiator"); an object built in Python is left out
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -79,29 +71,10 @@ class RAMLitModule(pl.LightningModule):
             self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self._compile_failed = False  # compile=True: set when torch.compile fails, then eager
         self.val_acc = MulticlassAccuracy(net.num_classes, average="micro")
         self.test_acc = nn.ModuleList(
             MulticlassAccuracy(net.num_classes, average="micro") for _ in range(net.glimpses)
         )
-
-    # -- checks before anything runs -------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        size = getattr(dm, "image_size", None)
-        patch_size = self.net.glimpse_net.patch_size
-        if size is not None and patch_size > min(size):
-            H, W = size
-            raise ValueError(
-                f"model.init_args.net.init_args.patch_size={patch_size} is larger than the data's "
-                f"{H}x{W} images: choose patch_size <= {min(H, W)} (paper: 8 for 28x28, 12 for 60x60)"
-            )
-        channels = getattr(dm, "num_channels", None)
-        if channels is not None and channels != self.net.in_channels:
-            raise ValueError(
-                f"the model takes {self.net.in_channels} channel(s) but the data has {channels}: "
-                f"set model.init_args.net.init_args.in_channels: {channels}"
-            )
 
     # -- steps -----------------------------------------------------------------------------
     def forward(self, images: Tensor, deterministic: bool = False) -> RAMOutput:
@@ -130,21 +103,6 @@ class RAMLitModule(pl.LightningModule):
         out = self.net(images)
         return ram_loss(out.logits[:, -1], target, out.log_pi, out.baselines, self.hparams.reinforce_weight)
 
-    def compiled_training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
-        """``training_loss`` through ``torch.compile`` (``compile=True``); eager, with a warning,
-        once compiling has failed (no C++ compiler, an unsupported op, ...)."""
-        if not self._compile_failed:
-            try:
-                return _compiled_training_loss()(self, images, target)
-            except Exception as err:  # noqa: BLE001 -- whatever the compiler raises
-                rank_zero_warn(
-                    f"model.compile: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
-                    f"training continues eagerly. Install a C++ compiler (gcc or clang) or set "
-                    f"model.init_args.compile: false to silence this."
-                )
-                self._compile_failed = True
-        return self.training_loss(images, target)
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, target = batch
         if self.hparams.compile:
@@ -156,18 +114,6 @@ class RAMLitModule(pl.LightningModule):
             self.log_dict({"train/loss": loss, "train/reward": parts.reward.mean()}, prog_bar=True)
             self.log_dict({"train/ce": parts.ce, "train/reinforce": parts.reinforce, "train/baseline_mse": parts.baseline})
         return loss
-
-    def _logs_this_step(self) -> bool:
-        """True at the steps where Lightning writes step metrics to the loggers: every
-        ``trainer.log_every_n_steps`` optimizer steps, at the last one, and in a fast dev run.
-        Step metrics logged at other steps are never written, and logging at every step costs
-        Lightning more than 10 % of a 28x28 RAM step in bookkeeping (docs/RESULTS.md), so the
-        training step logs only then. Read from the trainer's public state."""
-        trainer = self.trainer
-        if trainer.fast_dev_run:
-            return True
-        n = trainer.log_every_n_steps
-        return n > 0 and ((trainer.global_step + 1) % n == 0 or trainer.should_stop)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, target = batch
@@ -199,21 +145,3 @@ class RAMLitModule(pl.LightningModule):
         probs, out = self.predict_proba(images)
         p, pred = probs[:, -1].max(dim=1)
         return {"pred": pred, "prob": p, "locations": out.locations[: images.shape[0]]}
-
-    def configure_optimizers(self):
-        policy = list(self.net.locator.parameters())
-        ids = {id(p) for p in policy}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        optimizer = self.optimizer_factory([{"params": rest}, {"params": policy}])
-        optimizer.param_groups[1]["lr"] *= self.hparams.policy_lr_factor
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
-
-
-@functools.cache
-def _compiled_training_loss():
-    """``RAMLitModule.training_loss`` through ``torch.compile``, made at its first use (making it
-    imports the compiler, about a second) and shared by every module, which it takes as its first
-    argument (so copies and pickles of a module carry no compiled function)."""
-    return torch.compile(RAMLitModule.training_loss)

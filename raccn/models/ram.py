@@ -22,9 +22,9 @@ from raccn.models.baseline_network import BaselineNetwork
 from raccn.models.core_network import CoreNetwork
 from raccn.models.glimpse_network import GlimpseNetwork
 from raccn.models.location_network import LocationNetwork
+from raccn.models.relu_init import INITS, relu_init_
 
 INIT_LOCS = ("random", "center")
-INITS = ("torch", "relu")
 
 
 class RAMOutput(NamedTuple):
@@ -96,20 +96,9 @@ class RecurrentAttentionModel(nn.Module):
         if init == "relu":
             self.relu_init_()
 
-    @torch.no_grad()
     def relu_init_(self) -> None:
         """The ``init="relu"`` initialisation (see the class docstring), in place."""
-        for layer in self.glimpse_net.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
-        for name, param in self.core.cell.named_parameters():
-            if name.startswith("weight_ih"):
-                nn.init.kaiming_normal_(param, nonlinearity="relu")
-            elif name.startswith("weight_hh"):
-                nn.init.orthogonal_(param)
-            else:  # bias_ih, bias_hh
-                nn.init.zeros_(param)
+        relu_init_([self.glimpse_net], [self.core])
 
     def first_location(self, images: Tensor) -> Tensor:
         """l_0 (Tensor[B, 2]) for images (Tensor[B, C, H, W])."""

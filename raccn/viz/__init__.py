@@ -6,7 +6,8 @@ from raccn.viz.draw import (
     grid,
     loc_to_pixels,
     scale_colour,
+    slot_colours,
     to_pil,
 )
 
-__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "to_pil"]
+__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "slot_colours", "to_pil"]

@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "to_pil"]
+__all__ = ["draw_glimpse_path", "draw_zoom_chain", "grid", "loc_to_pixels", "scale_colour", "slot_colours",
+           "to_pil"]
 
 # Step colours: from blue (first glimpse) to red (last), readable on black and white.
 _START, _END = (40, 120, 255), (255, 60, 40)
@@ -22,6 +23,16 @@ _START, _END = (40, 120, 255), (255, 60, 40)
 def _step_colour(t: int, steps: int) -> tuple[int, int, int]:
     a = t / max(steps - 1, 1)
     return tuple(round(s + a * (e - s)) for s, e in zip(_START, _END))
+
+
+# Label-slot colours of DRAM's glimpses: slot 1, 2, ... (then again from the first).
+_SLOT_COLOURS = ((40, 120, 255), (255, 60, 40), (40, 200, 60), (255, 170, 0), (200, 60, 255), (0, 210, 210))
+
+
+def slot_colours(steps: int, per_slot: int) -> list[tuple[int, int, int]]:
+    """Colours of ``steps`` glimpses taken ``per_slot`` per label slot (DRAM): the glimpses
+    of slot s (steps ``s * per_slot .. (s + 1) * per_slot - 1``) share slot s's colour."""
+    return [_SLOT_COLOURS[(t // per_slot) % len(_SLOT_COLOURS)] for t in range(steps)]
 
 
 def loc_to_pixels(loc: Tensor, height: int, width: int) -> Tensor:
@@ -52,6 +63,7 @@ def draw_glimpse_path(
     scale_factor: float = 2.0,
     upscale: int = 4,
     caption: str | None = None,
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> Image.Image:
     """Draw a glimpse trajectory on an image.
 
@@ -62,9 +74,11 @@ def draw_glimpse_path(
             nested squares of side ``patch_size * scale_factor**j`` are drawn.
         upscale: integer magnification of the picture.
         caption: text written under the image (e.g. prediction and target).
+        colours: one RGB colour per step (e.g. :func:`slot_colours`); default: from blue
+            (first step) to red (last).
 
     Returns:
-        PIL RGB image: squares coloured from blue (first step) to red (last), the step number
+        PIL RGB image: squares in the steps' colours, the step number
         at each centre, consecutive centres joined by a line, the caption below.
     """
     _, H, W = image.shape
@@ -74,8 +88,10 @@ def draw_glimpse_path(
     steps = len(centres)
     if steps > 1:
         draw.line([tuple(c) for c in centres], fill=(255, 255, 0), width=1)
+    if colours is not None and len(colours) != steps:
+        raise ValueError(f"colours must give one colour per step ({steps}), got {len(colours)}")
     for t, (cx, cy) in enumerate(centres):
-        colour = _step_colour(t, steps)
+        colour = tuple(colours[t]) if colours is not None else _step_colour(t, steps)
         for j in range(scales):
             half = 0.5 * patch_size * scale_factor**j * upscale
             draw.rectangle([cx - half, cy - half, cx + half - 1, cy + half - 1], outline=colour, width=1)
