@@ -29,7 +29,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from raccn.callbacks import EvalReportWriter, PredictionWriter
+from raccn.callbacks import EvalReportWriter, PredictionWriter, ResumeState
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
@@ -53,6 +53,8 @@ class RaccnCLI(LightningCLI):
         # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
         parser.add_lightning_class_args(EvalReportWriter, "eval_report")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        # the random streams in every checkpoint, so that `fit --ckpt_path` resumes exactly
+        parser.add_lightning_class_args(ResumeState, "resume_state")
 
     def before_instantiate_classes(self) -> None:
         """Name the run after its config files: a logger left without a name (CSVLogger's

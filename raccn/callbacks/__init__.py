@@ -4,6 +4,7 @@ from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendere
 from raccn.callbacks.eval_report import EvalReportWriter
 from raccn.callbacks.glimpse_trajectories import GlimpseTrajectoryWriter
 from raccn.callbacks.predictions import PredictionWriter
+from raccn.callbacks.resume_state import ResumeState
 from raccn.callbacks.wall_clock import WallClock
 from raccn.callbacks.zoom_chains import ZoomChainWriter
 
@@ -13,6 +14,7 @@ __all__ = [
     "GlimpseTrajectoryWriter",
     "PredictionWriter",
     "Rendered",
+    "ResumeState",
     "WallClock",
     "ZoomChainWriter",
 ]
