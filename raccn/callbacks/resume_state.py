@@ -18,6 +18,11 @@ Both are put back at ``on_train_start``: after the sanity check, which re-seeds 
 when it ends, and before the first batch is fetched. The phase of RA-CNN is a function of the
 global step and needs nothing.
 
+Validation within ``fit`` draws from the model's stream (RAM samples its glimpses there too) and
+the stream is put back as it was when validation ends, so training's draws do not depend on
+whether validation ran: resuming from a checkpoint written at an epoch's last batch, Lightning
+skips the validation the uninterrupted run did after it (its metrics are not logged again).
+
 Under DDP the checkpoint holds rank 0's streams and every rank resumes from them; Lightning seeds
 every rank alike, so ranks that draw the same number of values keep equal streams and this is
 exact; it is not when ranks draw differently (e.g. uneven last batches).
@@ -45,6 +50,7 @@ class ResumeState(Callback):
     def __init__(self) -> None:
         self._trainer: pl.Trainer | None = None
         self._loaded: dict[str, Any] | None = None
+        self._training_rng: dict[str, Any] | None = None  # the model's stream while validating
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -65,6 +71,15 @@ class ResumeState(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = state_dict or None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._training_rng = _rng_states()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._training_rng is not None:  # before the checkpoint callbacks' (Lightning runs them last)
+            _set_rng_states(self._training_rng)
+            self._training_rng = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaded, self._loaded = self._loaded, None
