@@ -21,6 +21,8 @@ and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import warnings
 from typing import Literal
 
@@ -28,8 +30,9 @@ from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from raccn.callbacks import EvalReportWriter, PredictionWriter, ResumeState
+from raccn.callbacks import EvalReportWriter, InterruptCheckpoint, PredictionWriter, ResumeState
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
@@ -55,6 +58,8 @@ class RaccnCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         # the random streams in every checkpoint, so that `fit --ckpt_path` resumes exactly
         parser.add_lightning_class_args(ResumeState, "resume_state")
+        # SIGTERM / Ctrl-C: stop after the current step, write interrupted.ckpt beside last.ckpt
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
 
     def before_instantiate_classes(self) -> None:
         """Name the run after its config files: a logger left without a name (CSVLogger's
@@ -107,12 +112,15 @@ def main(args=None, run: bool = True) -> RaccnCLI:
     """Build (and with ``run``, execute) the CLI; ``args`` defaults to ``sys.argv[1:]``."""
     tune_cpu_allocator()
     skip_futile_nvml_probe()
-    return RaccnCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    try:
+        return RaccnCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+    except SIGTERMException:  # Lightning's (a SystemExit with status 0): say it was a signal
+        sys.exit(128 + signal.SIGTERM)

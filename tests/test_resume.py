@@ -2,7 +2,8 @@
 with the same weights, bit for bit (CPU, deterministic), and logs the same metrics after the resume
 point as the run that never stopped. Stopping points: mid-epoch (``every_n_train_steps``
 checkpoints, as SIGTERM leaves), at an epoch's last batch before its validation, and after
-validation (``last.ckpt``); RAM with its REINFORCE sampling and an EMA of the weights; RA-CNN in
+validation (``last.ckpt``), and by SIGTERM or Ctrl-C sent to a real ``train.py`` process;
+RAM with its REINFORCE sampling and an EMA of the weights; RA-CNN in
 the middle of a pre-training phase and of a ranking phase.
 
 The checkpoints are all written by one uninterrupted run (writing one changes nothing in it) and
@@ -11,6 +12,10 @@ each is resumed in a fresh CLI run. Tiny configs: 4 batches an epoch, small canv
 import csv
 import glob
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -136,3 +141,48 @@ def test_resuming_without_the_random_streams_is_not_exact(tmp_path, stop):
     torch.save(full, ckpt)
     resumed, _ = _fit(tmp_path, "resumed", "ram_quickstart.yaml", overrides, ckpt)
     assert max((resumed[k] - v).abs().max() for k, v in straight.items()) > 1e-4
+
+
+def _train_subprocess(tmp_path, name, config, overrides):
+    """``python train.py fit`` in a new process (tests/ importable for ``fault_helpers``)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "fit", "--config", os.path.join(ROOT, "configs", config),
+            "--config", str(path), "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path / name),
+            "--trainer.logger.init_args.name", name]
+    log = tmp_path / f"{name}.log"
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), log
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_leaves_a_checkpoint_that_resumes_exactly(tmp_path, sig, status):
+    """A real ``train.py fit`` gets SIGTERM (pre-emption) or Ctrl-C mid-run: it stops after the
+    step under way, writes ``interrupted.ckpt`` beside its checkpoints and exits with the
+    signal's status; resumed from it, the run ends where the uninterrupted run ends, bit for bit."""
+    overrides = {**RAM, "trainer": _trainer(tmp_path, 1)}
+    straight, _ = _fit(tmp_path, "straight", "ram_quickstart.yaml", overrides)
+    slow = {**overrides, "trainer": {**overrides["trainer"], "callbacks": [
+        *overrides["trainer"]["callbacks"], {"class_path": "fault_helpers.Pause", "init_args": {"seconds": 0.3}}]}}
+    proc, log = _train_subprocess(tmp_path, "stopped", "ram_quickstart.yaml", slow)
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(tmp_path / "stopped" / "**" / "stepstep=2.ckpt"), recursive=True):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == status, log.read_text()[-3000:]
+    ckpt = _checkpoint(tmp_path, "stopped", "interrupted.ckpt")
+    assert "saved " + ckpt in log.read_text()
+    step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    assert 2 <= step < 8, "the signal should land mid-run"
+    at_step = torch.load(_checkpoint(tmp_path, "stopped", f"stepstep={step}.ckpt"), map_location="cpu",
+                         weights_only=False)["state_dict"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in at_step.items())  # the step that finished is in it
+    resumed, logged = _fit(tmp_path, "resumed", "ram_quickstart.yaml", overrides, ckpt)
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
+    assert min(s for s, _ in logged) == step  # it went on from there

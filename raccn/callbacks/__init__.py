@@ -3,6 +3,7 @@
 from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendered
 from raccn.callbacks.eval_report import EvalReportWriter
 from raccn.callbacks.glimpse_trajectories import GlimpseTrajectoryWriter
+from raccn.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from raccn.callbacks.predictions import PredictionWriter
 from raccn.callbacks.resume_state import ResumeState
 from raccn.callbacks.wall_clock import WallClock
@@ -12,6 +13,7 @@ __all__ = [
     "AttentionPictureCallback",
     "EvalReportWriter",
     "GlimpseTrajectoryWriter",
+    "InterruptCheckpoint",
     "PredictionWriter",
     "Rendered",
     "ResumeState",
