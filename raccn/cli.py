@@ -26,12 +26,14 @@ import sys
 import warnings
 from typing import Literal
 
+from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from raccn.atomic_checkpoint_io import AtomicCheckpointIO
 from raccn.callbacks import EvalReportWriter, InterruptCheckpoint, PredictionWriter, ResumeState
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
@@ -79,6 +81,16 @@ class RaccnCLI(LightningCLI):
                 init.name = name
         if trainer.get("default_root_dir") is None:
             trainer.default_root_dir = os.path.join("runs", name)
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, writing checkpoints atomically (``AtomicCheckpointIO``) unless the config
+        names another ``CheckpointIO`` in ``trainer.plugins``."""
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        plugins = config.get("trainer", {}).get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def _best_checkpoint(self, which: str = "best") -> str | None:
         """``best``: the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric
