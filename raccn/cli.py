@@ -10,12 +10,18 @@ the quick start uses it) and ``test_ckpt`` (which one: ``best`` by the monitored
 ``last``). ``data.num_classes`` is linked to the injected network's ``num_classes``
 (``model.init_args.net.init_args.num_classes``).
 
-Every run also gets two callbacks, whatever the config lists (options on the command line):
+Every run also gets these callbacks, whatever the config lists (options on the command line):
 ``eval_report`` (``raccn.callbacks.EvalReportWriter``: after testing, ``test_report.csv`` /
-``.json`` in the run folder and the papers' accuracy table printed; ``--eval_report.filename``)
-and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
+``.json`` in the run folder and the papers' accuracy table printed; ``--eval_report.filename``),
+``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
 ``predictions/predictions.csv`` and one attention picture per image; ``--predictions.pictures``,
-``--predictions.upscale``). Do not list them in ``trainer.callbacks`` too.
+``--predictions.upscale``), ``resume_state`` (``raccn.callbacks.ResumeState``: the random streams
+in every checkpoint, so that ``fit --ckpt_path`` resumes exactly), ``interrupt_checkpoint``
+(``raccn.callbacks.InterruptCheckpoint``: on SIGTERM or Ctrl-C, ``interrupted.ckpt`` beside
+``last.ckpt``) and ``non_finite`` (``raccn.callbacks.NonFiniteGuard``: steps with a non-finite
+loss or gradient skipped and counted, ``--non_finite.max_consecutive`` in a row stop training).
+Do not list them in ``trainer.callbacks`` too. Checkpoints are written atomically
+(``raccn.atomic_checkpoint_io``) unless ``trainer.plugins`` names another ``CheckpointIO``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from raccn.atomic_checkpoint_io import AtomicCheckpointIO
-from raccn.callbacks import EvalReportWriter, InterruptCheckpoint, PredictionWriter, ResumeState
+from raccn.callbacks import (
+    EvalReportWriter,
+    InterruptCheckpoint,
+    NonFiniteGuard,
+    PredictionWriter,
+    ResumeState,
+)
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
@@ -62,6 +74,8 @@ class RaccnCLI(LightningCLI):
         parser.add_lightning_class_args(ResumeState, "resume_state")
         # SIGTERM / Ctrl-C: stop after the current step, write interrupted.ckpt beside last.ckpt
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
+        # a step with a non-finite loss or gradient is skipped; too many in a row stop training
+        parser.add_lightning_class_args(NonFiniteGuard, "non_finite")
 
     def before_instantiate_classes(self) -> None:
         """Name the run after its config files: a logger left without a name (CSVLogger's

@@ -16,3 +16,27 @@ class Pause(Callback):
 
     def on_train_batch_end(self, *args) -> None:
         time.sleep(self.seconds)
+
+
+class PoisonBatches(Callback):
+    """Fills the images of the batches of global steps ``steps`` with NaN: a non-finite loss and
+    gradients (and, through batch norm, non-finite running statistics)."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = set(steps)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps:
+            batch[0].fill_(float("nan"))
+
+
+class PoisonGradients(Callback):
+    """Sets one gradient entry to +inf after the backward of global steps ``steps`` (the loss stays
+    finite)."""
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = set(steps)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step in self.steps:
+            next(p for p in pl_module.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")

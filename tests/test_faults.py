@@ -2,6 +2,7 @@
 corrupt checkpoint; a non-finite loss or gradient is skipped, counted and, repeated, stops
 training with a clear error, the weights untouched."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import time
 
 import pytest
 import torch
+from test_resume import RACNN, RAM, _checkpoint, _fit, _trainer
 
 import raccn.atomic_checkpoint_io as atomic_io
 from raccn.atomic_checkpoint_io import AtomicCheckpointIO
+from raccn.callbacks import NonFiniteLossError
 from raccn.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,3 +76,45 @@ def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 3
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+def _poisoned(overrides, tmp_path, poison, steps, max_consecutive):
+    config = {**overrides, "trainer": _trainer(tmp_path, 1), "non_finite": {"max_consecutive": max_consecutive}}
+    config["trainer"]["callbacks"].append({"class_path": f"fault_helpers.{poison}", "init_args": {"steps": steps}})
+    return config
+
+
+def _load(tmp_path, name, step):
+    return torch.load(_checkpoint(tmp_path, name, f"stepstep={step}.ckpt"), map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("poison", ["PoisonBatches", "PoisonGradients"])
+def test_ram_skips_non_finite_steps_and_counts_them(tmp_path, poison):
+    """RAM (automatic optimisation): steps 2 and 3 get a NaN loss (NaN images) or an infinite
+    gradient; both are skipped, so after step 3 the weights and Adam's state are those after
+    step 1, training goes on to its end with finite weights, and ``train/skipped_steps`` is 2."""
+    state, logged = _fit(tmp_path, "run", "ram_quickstart.yaml", _poisoned(RAM, tmp_path, poison, [2, 3], 3))
+    before, after = _load(tmp_path, "run", 2), _load(tmp_path, "run", 4)
+    assert all(torch.equal(before["state_dict"][k], v) for k, v in after["state_dict"].items())
+    assert str(before["optimizer_states"]) == str(after["optimizer_states"])  # moments, step counts
+    assert not all(torch.equal(after["state_dict"][k], v) for k, v in state.items())  # it trained on
+    assert all(torch.isfinite(v).all() for v in state.values())
+    skipped = {step: v for (step, name), v in logged.items() if name == "train/skipped_steps"}
+    assert skipped[1] == 0 and skipped[2] == 1 and skipped[3] == 2 and skipped[max(skipped)] == 2
+
+
+def test_racnn_stops_after_too_many_non_finite_steps_in_a_row(tmp_path):
+    """RA-CNN (manual optimisation, batch-norm trunks): NaN images from step 3 on; steps 3 and 4
+    (classification) and 5 (ranking) are skipped, their batch-norm statistics put back, and the
+    third in a row stops training with an error that says what to do. The weights stay those after
+    step 2, and no checkpoint is written for the error."""
+    config = _poisoned(RACNN, tmp_path, "PoisonBatches", list(range(3, 8)), 3)
+    with pytest.raises(NonFiniteLossError, match=r"3 training steps in a row \(global steps 3\.\.5\).*"
+                                                 r"max_consecutive \(now 3\)"):
+        _fit(tmp_path, "run", "racnn_quickstart.yaml", config)
+    good, last = _load(tmp_path, "run", 3), _load(tmp_path, "run", 5)
+    assert any("running_mean" in k for k in last["state_dict"])
+    assert all(torch.equal(good["state_dict"][k], v) for k, v in last["state_dict"].items())
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert not glob.glob(str(tmp_path / "run" / "**" / "stepstep=6.ckpt"), recursive=True)
+    assert not glob.glob(str(tmp_path / "run" / "**" / "interrupted.ckpt"), recursive=True)
