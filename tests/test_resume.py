@@ -186,3 +186,35 @@ def test_a_signal_leaves_a_checkpoint_that_resumes_exactly(tmp_path, sig, status
     for key, value in straight.items():
         assert torch.equal(resumed[key], value), key
     assert min(s for s, _ in logged) == step  # it went on from there
+
+
+def test_the_training_loader_draws_from_its_own_stream_and_resumes_mid_epoch():
+    """``ResumableDataLoader``: iterating it leaves the global generator as it was (the model's
+    draws do not move the data's), and started from an epoch's saved start with ``skip=k`` it
+    yields that epoch's batches from the (k+1)-th on, the same canvases as the first time."""
+    from raccn.datamodules import ClutteredDigitsDataModule
+
+    dm = ClutteredDigitsDataModule(batch_size=16, num_workers=0, upscale=2, canvas_size=24,
+                                   num_distractors=2, distractor_size=4)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    torch.manual_seed(0)
+    it = iter(loader)
+    first = next(it)
+    start = loader.position()["epoch_start"]
+    outside = torch.get_rng_state()
+    rest = []
+    for _ in range(3):
+        torch.rand(5)  # the model draws between batches...
+        rest.append(next(it))
+    after = torch.get_rng_state()
+    torch.set_rng_state(outside)
+    for _ in range(3):
+        torch.rand(5)
+    assert torch.equal(after, torch.get_rng_state())  # ...and only the model's moved the global stream
+    assert loader.position()["fetched"] == 4
+    again = dm.train_dataloader()
+    again.resume_from(start, skip=1)
+    for want, got in zip(rest, iter(again)):
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    assert not torch.equal(first[0][: len(rest[0][0])], rest[0][0])
