@@ -5,7 +5,8 @@ finish and then raises ``SIGTERMException``, and every exception leaving ``fit``
 callbacks' ``on_exception``, where Lightning's ``OnExceptionCheckpoint`` (the base here) writes
 a checkpoint. Ctrl-C (SIGINT) is made to behave alike: the first one asks training to stop after
 the current step (a ``KeyboardInterrupt`` raised at ``on_train_batch_end``, which Lightning
-handles as an interrupt); a second one stops at once, without a checkpoint. Stopping only at
+handles as an interrupt; under DDP every rank stops at the step where any rank saw it, as
+Lightning does for SIGTERM); a second one stops at once, without a checkpoint. Stopping only at
 step boundaries is what makes the checkpoint consistent: a ``KeyboardInterrupt`` in the middle
 of an optimiser step would save weights half updated.
 
@@ -80,7 +81,10 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
               "press Ctrl-C again to stop at once without one.", file=sys.stderr, flush=True)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self._stop_requested:
+        stop = self._stop_requested
+        if trainer.world_size > 1:  # every rank stops at the same step if any was interrupted
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             self._stop_requested = False
             raise TrainingInterrupted
 
