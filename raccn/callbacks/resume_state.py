@@ -59,7 +59,8 @@ class ResumeState(Callback):
         trainer = self._trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        state: dict[str, Any] = {"rng": _rng_states(), "data": None}
+        # written during validation (SIGTERM there): the training stream it will return to
+        state: dict[str, Any] = {"rng": self._training_rng or _rng_states(), "data": None}
         loader = _train_loader(trainer)
         if loader is not None and loader.position()["epoch_start"] is not None:
             pos = loader.position()
