@@ -218,3 +218,21 @@ def test_the_training_loader_draws_from_its_own_stream_and_resumes_mid_epoch():
     for want, got in zip(rest, iter(again)):
         assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
     assert not torch.equal(first[0][: len(rest[0][0])], rest[0][0])
+
+
+def test_sigterm_during_validation_resumes_exactly(tmp_path):
+    """SIGTERM in the middle of epoch 0's validation (which samples glimpses from the model's
+    random stream): the checkpoint holds the training stream validation would have returned to,
+    and the resumed run (which runs that validation again) ends at the straight run's weights."""
+    overrides = {**RAM, "trainer": {**_trainer(tmp_path, 100), "limit_val_batches": 2}}
+    straight, _ = _fit(tmp_path, "straight", "ram_quickstart.yaml", overrides)
+    stopped = {**overrides, "trainer": {**overrides["trainer"], "callbacks": [
+        *overrides["trainer"]["callbacks"], {"class_path": "fault_helpers.SigtermInValidation"}]}}
+    with pytest.raises(SystemExit) as exit_:
+        _fit(tmp_path, "stopped", "ram_quickstart.yaml", stopped)
+    assert exit_.value.code == 128 + signal.SIGTERM
+    ckpt = _checkpoint(tmp_path, "stopped", "interrupted.ckpt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4  # epoch 0 trained
+    resumed, _ = _fit(tmp_path, "resumed", "ram_quickstart.yaml", overrides, ckpt)
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
