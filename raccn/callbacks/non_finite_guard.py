@@ -78,7 +78,10 @@ class NonFiniteGuard(Callback):
         bad = ~torch.isfinite(torch.stack(sums).sum()) if sums else None
         if self._bad_loss is not None:
             bad = self._bad_loss if bad is None else bad | self._bad_loss
-        if bad is None or not bool(bad):
+        skip = bad is not None and bool(bad)
+        if trainer.world_size > 1:  # every rank skips alike (a loss can be NaN on one rank only)
+            skip = trainer.strategy.reduce_boolean_decision(skip, all=False)
+        if not skip:
             return
         optimizer.zero_grad(set_to_none=True)  # the step that follows moves nothing
         self._skip = True
