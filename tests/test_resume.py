@@ -168,7 +168,7 @@ def test_a_signal_leaves_a_checkpoint_that_resumes_exactly(tmp_path, sig, status
     slow = {**overrides, "trainer": {**overrides["trainer"], "callbacks": [
         *overrides["trainer"]["callbacks"], {"class_path": "fault_helpers.Pause", "init_args": {"seconds": 0.3}}]}}
     proc, log = _train_subprocess(tmp_path, "stopped", "ram_quickstart.yaml", slow)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not glob.glob(str(tmp_path / "stopped" / "**" / "stepstep=2.ckpt"), recursive=True):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
@@ -236,3 +236,22 @@ def test_sigterm_during_validation_resumes_exactly(tmp_path):
     resumed, _ = _fit(tmp_path, "resumed", "ram_quickstart.yaml", overrides, ckpt)
     for key, value in straight.items():
         assert torch.equal(resumed[key], value), key
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path):
+    """The first Ctrl-C asks for a stop after the current step; a second one, before that, stops
+    at once (status 1) and writes no checkpoint (the state in the middle of a step is none to
+    resume from)."""
+    overrides = {**RAM, "trainer": _trainer(tmp_path, 1)}
+    overrides["trainer"]["callbacks"].append({"class_path": "fault_helpers.Pause", "init_args": {"seconds": 1.0}})
+    proc, log = _train_subprocess(tmp_path, "stopped", "ram_quickstart.yaml", overrides)
+    deadline = time.monotonic() + 300
+    while not glob.glob(str(tmp_path / "stopped" / "**" / "stepstep=1.ckpt"), recursive=True):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # during step 1's pause: the stop would come at its end...
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # ...but this one comes first
+    assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]
+    assert "press Ctrl-C again to stop at once" in log.read_text()
+    assert not glob.glob(str(tmp_path / "stopped" / "**" / "interrupted.ckpt"), recursive=True)

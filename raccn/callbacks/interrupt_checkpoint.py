@@ -2,8 +2,10 @@
 
 Lightning's own parts do the work: on SIGTERM its signal handler lets the current training step
 finish and then raises ``SIGTERMException``, and every exception leaving ``fit`` reaches the
-callbacks' ``on_exception``, where Lightning's ``OnExceptionCheckpoint`` (the base here) writes
-a checkpoint. Ctrl-C (SIGINT) is made to behave alike: the first one asks training to stop after
+callbacks' ``on_exception``, where this callback writes the checkpoint, as Lightning's
+``OnExceptionCheckpoint`` does. It is not one: with an ``OnExceptionCheckpoint`` among the
+callbacks, Lightning turns every ``fit`` without ``ckpt_path`` into ``ckpt_path="last"``, which
+resumes, unasked, from whatever ``last.ckpt`` a reused checkpoint folder holds. Ctrl-C (SIGINT) is made to behave alike: the first one asks training to stop after
 the current step (a ``KeyboardInterrupt`` raised at ``on_train_batch_end``, which Lightning
 handles as an interrupt; under DDP every rank stops at the step where any rank saw it, as
 Lightning does for SIGTERM); a second one stops at once, without a checkpoint. Stopping only at
@@ -30,7 +32,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
@@ -38,7 +40,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C, raised at the end of a training step (``InterruptCheckpoint``)."""
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
+class InterruptCheckpoint(Checkpoint):
     """Writes ``<dirpath>/<filename>.ckpt`` when training stops on SIGTERM or Ctrl-C (module
     docstring). The CLI adds it to every run (``--interrupt_checkpoint.dirpath``, ``.filename``).
 
@@ -48,9 +50,12 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         filename: its name without ``.ckpt``.
     """
 
+    FILE_EXTENSION = ".ckpt"
+
     def __init__(self, dirpath: str | None = None, filename: str = "interrupted") -> None:
-        super().__init__(dirpath or ".", filename)
-        self.dirpath = dirpath
+        if not filename:
+            raise ValueError("interrupt_checkpoint.filename must not be empty (e.g. 'interrupted')")
+        self.dirpath, self.filename = dirpath, filename
         self._trainer: pl.Trainer | None = None
         self._stop_requested = False
         self._previous_sigint: Any = None
