@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from raccn.datamodules.predict import ImagePathsDataset, resize_transform
+from raccn.datamodules.resumable_loader import ResumableDataLoader
 from raccn.datamodules.synthetic import collate_canvases
 
 
@@ -84,7 +85,8 @@ class SplitDataModule(pl.LightningDataModule):
         return True
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (fresh augmentation every epoch)."""
+        """Shuffled training batches (fresh augmentation every epoch), drawn from the loader's own
+        random stream so that a resumed run reads the same ones (``ResumableDataLoader``)."""
         return self._loader(self.train_set, "train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -107,12 +109,14 @@ class SplitDataModule(pl.LightningDataModule):
         """DataLoader over ``dataset``. Data sets with ``__getitems__`` build each batch at once
         (the DataLoader calls ``dataset.__getitems__(indices)``); a batch that comes as a
         :class:`~raccn.datamodules.synthetic.CanvasBatch` is passed on as built, anything else is
-        stacked by ``default_collate`` (:func:`~raccn.datamodules.synthetic.collate_canvases`)."""
+        stacked by ``default_collate`` (:func:`~raccn.datamodules.synthetic.collate_canvases`).
+        The training split's is a :class:`~raccn.datamodules.resumable_loader.ResumableDataLoader`."""
         if dataset is None:
             raise RuntimeError(
                 f"the {split} split is not built yet; call setup() first (the Trainer does it)."
             )
-        return DataLoader(
+        loader = ResumableDataLoader if split == "train" else DataLoader
+        return loader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,

@@ -10,26 +10,43 @@ the quick start uses it) and ``test_ckpt`` (which one: ``best`` by the monitored
 ``last``). ``data.num_classes`` is linked to the injected network's ``num_classes``
 (``model.init_args.net.init_args.num_classes``).
 
-Every run also gets two callbacks, whatever the config lists (options on the command line):
+Every run also gets these callbacks, whatever the config lists (options on the command line):
 ``eval_report`` (``raccn.callbacks.EvalReportWriter``: after testing, ``test_report.csv`` /
-``.json`` in the run folder and the papers' accuracy table printed; ``--eval_report.filename``)
-and ``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
+``.json`` in the run folder and the papers' accuracy table printed; ``--eval_report.filename``),
+``predictions`` (``raccn.callbacks.PredictionWriter``: when predicting,
 ``predictions/predictions.csv`` and one attention picture per image; ``--predictions.pictures``,
-``--predictions.upscale``). Do not list them in ``trainer.callbacks`` too.
+``--predictions.upscale``), ``resume_state`` (``raccn.callbacks.ResumeState``: the random streams
+in every checkpoint, so that ``fit --ckpt_path`` resumes exactly), ``interrupt_checkpoint``
+(``raccn.callbacks.InterruptCheckpoint``: on SIGTERM or Ctrl-C, ``interrupted.ckpt`` beside
+``last.ckpt``) and ``non_finite`` (``raccn.callbacks.NonFiniteGuard``: steps with a non-finite
+loss or gradient skipped and counted, ``--non_finite.max_consecutive`` in a row stop training).
+Do not list them in ``trainer.callbacks`` too. Checkpoints are written atomically
+(``raccn.atomic_checkpoint_io``) unless ``trainer.plugins`` names another ``CheckpointIO``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import warnings
 from typing import Literal
 
+from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.utilities.rank_zero import rank_zero_info
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint, WeightAveraging
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from raccn.callbacks import EvalReportWriter, PredictionWriter
+from raccn.atomic_checkpoint_io import AtomicCheckpointIO
+from raccn.callbacks import (
+    EvalReportWriter,
+    InterruptCheckpoint,
+    NonFiniteGuard,
+    PredictionWriter,
+    ResumeState,
+)
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
@@ -53,6 +70,12 @@ class RaccnCLI(LightningCLI):
         # Callbacks added to every trainer (their hooks only run in `test` / `predict`).
         parser.add_lightning_class_args(EvalReportWriter, "eval_report")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        # the random streams in every checkpoint, so that `fit --ckpt_path` resumes exactly
+        parser.add_lightning_class_args(ResumeState, "resume_state")
+        # SIGTERM / Ctrl-C: stop after the current step, write interrupted.ckpt beside last.ckpt
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
+        # a step with a non-finite loss or gradient is skipped; too many in a row stop training
+        parser.add_lightning_class_args(NonFiniteGuard, "non_finite")
 
     def before_instantiate_classes(self) -> None:
         """Name the run after its config files: a logger left without a name (CSVLogger's
@@ -72,6 +95,16 @@ class RaccnCLI(LightningCLI):
                 init.name = name
         if trainer.get("default_root_dir") is None:
             trainer.default_root_dir = os.path.join("runs", name)
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, writing checkpoints atomically (``AtomicCheckpointIO``) unless the config
+        names another ``CheckpointIO`` in ``trainer.plugins``."""
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        plugins = config.get("trainer", {}).get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def _best_checkpoint(self, which: str = "best") -> str | None:
         """``best``: the best checkpoint of the first ``ModelCheckpoint`` that monitors a metric
@@ -105,12 +138,15 @@ def main(args=None, run: bool = True) -> RaccnCLI:
     """Build (and with ``run``, execute) the CLI; ``args`` defaults to ``sys.argv[1:]``."""
     tune_cpu_allocator()
     skip_futile_nvml_probe()
-    return RaccnCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    try:
+        return RaccnCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+    except SIGTERMException:  # Lightning's (a SystemExit with status 0): say it was a signal
+        sys.exit(128 + signal.SIGTERM)

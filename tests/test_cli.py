@@ -118,13 +118,15 @@ def test_every_config_keeps_the_best_and_the_last_checkpoint(config):
 @pytest.mark.parametrize("which", ["best", "last"])
 def test_last_ckpt_holds_the_last_epoch_when_the_best_is_earlier(which, tmp_path, monkeypatch):
     """Lightning >= 2.6 writes save_last's last.ckpt only when the monitored best improves; with
-    lr = 0 it never does after epoch 0, and last.ckpt must still be epoch 2's. ``test_ckpt``
-    chooses which of the two the test after fit loads."""
+    lr = 0 (and glimpse locations sampled with a negligible std, so that validation scores the
+    same every epoch) it never does after epoch 0, and last.ckpt must still be epoch 2's.
+    ``test_ckpt`` chooses which of the two the test after fit loads."""
     import torch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cli = main(["fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
-                "--model.init_args.optimizer.init_args.lr=0", "--trainer.max_epochs=3",
+                "--model.init_args.optimizer.init_args.lr=0", "--model.init_args.net.init_args.std=1e-6",
+                "--trainer.max_epochs=3",
                 "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
                 "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
                 "--trainer.logger=false", "--test_after_fit=true", f"--test_ckpt={which}"])

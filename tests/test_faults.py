@@ -1,0 +1,120 @@
+"""Faults in training (issue 21): a checkpoint write killed or failing half-way never leaves a
+corrupt checkpoint; a non-finite loss or gradient is skipped, counted and, repeated, stops
+training with a clear error, the weights untouched."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_resume import RACNN, RAM, _checkpoint, _fit, _trainer
+
+import raccn.atomic_checkpoint_io as atomic_io
+from raccn.atomic_checkpoint_io import AtomicCheckpointIO
+from raccn.callbacks import NonFiniteLossError
+from raccn.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_cli_writes_checkpoints_atomically(tmp_path):
+    cli = main(["--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+
+
+def test_a_write_failing_half_way_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The writer raises after writing half the new checkpoint (disk full, an I/O error): the
+    previous file is intact and loads, and nothing is left beside it."""
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    old = {"state_dict": {"w": torch.arange(1000.0)}, "global_step": 1}
+    io.save_checkpoint(old, path)
+
+    def half_then_fail(obj, f):
+        f.write(b"PK\x03\x04" + b"\0" * 4096)  # the start of a zip file, then the failure
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic_io.torch, "save", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    loaded = io.load_checkpoint(path)
+    assert loaded["global_step"] == 1 and torch.equal(loaded["state_dict"]["w"], old["state_dict"]["w"])
+    assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+WRITER = """
+import sys, torch
+from raccn.atomic_checkpoint_io import AtomicCheckpointIO
+step = int(sys.argv[2])
+AtomicCheckpointIO().save_checkpoint({"global_step": step, "w": torch.full((int(sys.argv[3]),), float(step))}, sys.argv[1])
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
+    """A process SIGKILLed while it writes a 128 MB checkpoint over ``last.ckpt``: the old file
+    still loads whole; the next write succeeds and takes the killed one's leftover away."""
+    path, n = tmp_path / "last.ckpt", 32 * 2**20  # float32: 128 MB
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    partial = tmp_path / ".last.ckpt.partial"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "2", str(n)], env=env)
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.stat().st_size > 2**20):  # mid-write
+        assert proc.poll() is None and time.monotonic() < deadline, "the write ended before the kill"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["global_step"] == 1 and torch.equal(loaded["w"], torch.ones(1000))
+    assert partial.exists()  # the killed write's leftover, beside it
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+def _poisoned(overrides, tmp_path, poison, steps, max_consecutive):
+    config = {**overrides, "trainer": _trainer(tmp_path, 1), "non_finite": {"max_consecutive": max_consecutive}}
+    config["trainer"]["callbacks"].append({"class_path": f"fault_helpers.{poison}", "init_args": {"steps": steps}})
+    return config
+
+
+def _load(tmp_path, name, step):
+    return torch.load(_checkpoint(tmp_path, name, f"stepstep={step}.ckpt"), map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("poison", ["PoisonBatches", "PoisonGradients"])
+def test_ram_skips_non_finite_steps_and_counts_them(tmp_path, poison):
+    """RAM (automatic optimisation): steps 2 and 3 get a NaN loss (NaN images) or an infinite
+    gradient; both are skipped, so after step 3 the weights and Adam's state are those after
+    step 1, training goes on to its end with finite weights, and ``train/skipped_steps`` is 2."""
+    state, logged = _fit(tmp_path, "run", "ram_quickstart.yaml", _poisoned(RAM, tmp_path, poison, [2, 3], 3))
+    before, after = _load(tmp_path, "run", 2), _load(tmp_path, "run", 4)
+    assert all(torch.equal(before["state_dict"][k], v) for k, v in after["state_dict"].items())
+    assert str(before["optimizer_states"]) == str(after["optimizer_states"])  # moments, step counts
+    assert not all(torch.equal(after["state_dict"][k], v) for k, v in state.items())  # it trained on
+    assert all(torch.isfinite(v).all() for v in state.values())
+    skipped = {step: v for (step, name), v in logged.items() if name == "train/skipped_steps"}
+    assert skipped[1] == 0 and skipped[2] == 1 and skipped[3] == 2 and skipped[max(skipped)] == 2
+
+
+def test_racnn_stops_after_too_many_non_finite_steps_in_a_row(tmp_path):
+    """RA-CNN (manual optimisation, batch-norm trunks): NaN images from step 3 on; steps 3 and 4
+    (classification) and 5 (ranking) are skipped, their batch-norm statistics put back, and the
+    third in a row stops training with an error that says what to do. The weights stay those after
+    step 2, and no checkpoint is written for the error."""
+    config = _poisoned(RACNN, tmp_path, "PoisonBatches", list(range(3, 8)), 3)
+    with pytest.raises(NonFiniteLossError, match=r"3 training steps in a row \(global steps 3\.\.5\).*"
+                                                 r"max_consecutive \(now 3\)"):
+        _fit(tmp_path, "run", "racnn_quickstart.yaml", config)
+    good, last = _load(tmp_path, "run", 3), _load(tmp_path, "run", 5)
+    assert any("running_mean" in k for k in last["state_dict"])
+    assert all(torch.equal(good["state_dict"][k], v) for k, v in last["state_dict"].items())
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert not glob.glob(str(tmp_path / "run" / "**" / "stepstep=6.ckpt"), recursive=True)
+    assert not glob.glob(str(tmp_path / "run" / "**" / "interrupted.ckpt"), recursive=True)
