@@ -28,7 +28,7 @@ from raccn.lit.glimpse_training import GlimpseTraining, check_settings
 from raccn.lit.sequence_accuracy import SequenceAccuracy, sequence_probability
 from raccn.losses import DRAMLoss, dram_loss
 from raccn.losses.dram_loss import REWARDS
-from raccn.models import DeepRecurrentAttentionModel, DRAMOutput
+from raccn.models import DeepRecurrentAttentionModel
 
 
 class DRAMLitModule(GlimpseTraining, pl.LightningModule):
@@ -93,23 +93,6 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
         return (self.net.locator, self.net.location_core, self.net.context_net)
 
     # -- steps -----------------------------------------------------------------------------
-    def forward(self, images: Tensor, deterministic: bool = False) -> DRAMOutput:
-        return self.net(images, deterministic)
-
-    def predict_proba(self, images: Tensor) -> tuple[Tensor, DRAMOutput]:
-        """Softmax averaged over M = ``mc_samples`` rollouts (one batched forward), per slot.
-
-        Args:
-            images (Tensor[B, C, H, W]).
-
-        Returns:
-            (probs Tensor[B, S, K], the DRAMOutput of the B*M rollouts, rollout-major).
-        """
-        M, B = self.hparams.mc_samples, images.shape[0]
-        out = self.net(images.repeat(M, 1, 1, 1) if M > 1 else images)
-        probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
-        return probs, out
-
     def training_loss(self, images: Tensor, targets: Tensor) -> DRAMLoss:
         """Forward pass and hybrid loss of one training batch (what ``compile`` compiles).
 

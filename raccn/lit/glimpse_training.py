@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_warn
+from torch import Tensor
 
 
 def check_settings(reinforce_weight: float, mc_samples: int, policy_lr_factor: float) -> None:
@@ -43,6 +45,25 @@ class GlimpseTraining:
     """Mixin of ``RAMLitModule`` and ``DRAMLitModule`` (module docstring)."""
 
     _compile_failed = False  # compile=True: set when torch.compile fails, then eager
+
+    def forward(self, images: Tensor, deterministic: bool = False):
+        """The network's rollout (``deterministic``: the policy's mean locations)."""
+        return self.net(images, deterministic)
+
+    def predict_proba(self, images: Tensor) -> tuple[Tensor, NamedTuple]:
+        """Softmax averaged over M = ``mc_samples`` rollouts (one batched forward).
+
+        Args:
+            images (Tensor[B, C, H, W]).
+
+        Returns:
+            (probs Tensor[B, T, K] for RAM's T glimpses or Tensor[B, S, K] for DRAM's S label
+            slots, the network's output of the B*M rollouts, rollout-major).
+        """
+        M, B = self.hparams.mc_samples, images.shape[0]
+        out = self.net(images.repeat(M, 1, 1, 1) if M > 1 else images)
+        probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
+        return probs, out
 
     def setup(self, stage: str) -> None:
         """Fail before training when the network does not fit the data: a patch larger than the

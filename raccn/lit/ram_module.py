@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.lit.glimpse_training import GlimpseTraining, check_settings
 from raccn.losses import RAMLoss, ram_loss
-from raccn.models import RAMOutput, RecurrentAttentionModel
+from raccn.models import RecurrentAttentionModel
 
 
 class RAMLitModule(GlimpseTraining, pl.LightningModule):
@@ -77,23 +77,6 @@ class RAMLitModule(GlimpseTraining, pl.LightningModule):
         )
 
     # -- steps -----------------------------------------------------------------------------
-    def forward(self, images: Tensor, deterministic: bool = False) -> RAMOutput:
-        return self.net(images, deterministic)
-
-    def predict_proba(self, images: Tensor) -> tuple[Tensor, RAMOutput]:
-        """Softmax averaged over M rollouts, per step.
-
-        Args:
-            images (Tensor[B, C, H, W]).
-
-        Returns:
-            (probs Tensor[B, T, K], the RAMOutput of the B*M rollouts, rollout-major).
-        """
-        M, B = self.hparams.mc_samples, images.shape[0]
-        out = self.net(images.repeat(M, 1, 1, 1) if M > 1 else images)
-        probs = out.logits.softmax(-1).view(M, B, *out.logits.shape[1:]).mean(0)
-        return probs, out
-
     def training_loss(self, images: Tensor, target: Tensor) -> RAMLoss:
         """Forward pass and hybrid loss of one training batch (what ``compile`` compiles).
 
