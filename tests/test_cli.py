@@ -301,7 +301,7 @@ def test_dram_config_parses_and_instantiates(name, tmp_path):
     if side is not None:
         assert dm.image_size == (side, side)
     assert net.glimpse_net.patch_size <= min(dm.image_size)
-    monitored = [c.monitor for c in cli.trainer.checkpoint_callbacks if c.monitor]
+    monitored = [c.monitor for c in cli.trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
     assert monitored == ["val/seq_acc"]
 
 

@@ -71,7 +71,12 @@ def _fit(tmp_path, name, config, overrides, ckpt=None):
             "--trainer.logger.init_args.name", name]
     if ckpt is not None:
         args += ["--ckpt_path", ckpt]
-    cli = main(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the train.py subprocesses (OMP_NUM_THREADS=1): the same rounding
+    try:
+        cli = main(args)
+    finally:
+        torch.set_num_threads(threads)
     state = {k: v.clone() for k, v in cli.trainer.lightning_module.state_dict().items()}
     rows = {}
     with open(os.path.join(cli.trainer.logger.log_dir, "metrics.csv")) as f:
@@ -243,7 +248,8 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path):
     at once (status 1) and writes no checkpoint (the state in the middle of a step is none to
     resume from)."""
     overrides = {**RAM, "trainer": _trainer(tmp_path, 1)}
-    overrides["trainer"]["callbacks"].append({"class_path": "fault_helpers.Pause", "init_args": {"seconds": 1.0}})
+    # a long pause: on a loaded machine the two signals must still land inside the same step
+    overrides["trainer"]["callbacks"].append({"class_path": "fault_helpers.Pause", "init_args": {"seconds": 5.0}})
     proc, log = _train_subprocess(tmp_path, "stopped", "ram_quickstart.yaml", overrides)
     deadline = time.monotonic() + 300
     while not glob.glob(str(tmp_path / "stopped" / "**" / "stepstep=1.ckpt"), recursive=True):
