@@ -255,7 +255,10 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path):
     while not glob.glob(str(tmp_path / "stopped" / "**" / "stepstep=1.ckpt"), recursive=True):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # during step 1's pause: the stop would come at its end...
+    # step 1's checkpoint is written after its pause (Lightning runs checkpoint callbacks last),
+    # just before the stop check that ends it: wait into step 2's 5-s pause
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)  # during step 2's pause: the stop would come at its end...
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # ...but this one comes first
     assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]
