@@ -159,11 +159,7 @@ def _train_subprocess(tmp_path, name, config, overrides):
             "--trainer.logger.init_args.name", name]
     log = tmp_path / f"{name}.log"
     with open(log, "w") as out:  # the child keeps its own copy of the descriptor
-        # Ctrl-C as a terminal delivers it: the child starts with SIGINT's default action, even when
-        # this process ignores it (a child inherits an ignored signal, and then Python installs no
-        # KeyboardInterrupt for it)
-        return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)), log
+        return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), log
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)],

@@ -81,7 +81,7 @@ class InterruptCheckpoint(Checkpoint):
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
-        signal.signal(signal.SIGINT, self._previous_sigint)  # a second Ctrl-C stops at once
+        signal.signal(signal.SIGINT, self._second_sigint())  # a second Ctrl-C stops at once
         print("\nCtrl-C: training stops after the current step and saves a resumable checkpoint; "
               "press Ctrl-C again to stop at once without one.", file=sys.stderr, flush=True)
 
@@ -96,9 +96,16 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_sigint()
 
+    def _second_sigint(self) -> Any:
+        """The handler of a second Ctrl-C: the one before training, or Python's
+        ``KeyboardInterrupt`` where that was none (SIGINT ignored, as in a shell's background job,
+        or left to the system), so that a second SIGINT always stops at once."""
+        previous = self._previous_sigint
+        return previous if callable(previous) else signal.default_int_handler
+
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+            if signal.getsignal(signal.SIGINT) in (self._on_sigint, self._second_sigint()):
                 signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
 
