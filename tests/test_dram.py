@@ -63,6 +63,21 @@ def test_deterministic_forward_is_reproducible_and_batch_independent():
     assert not torch.equal(c.locations, a.locations)
 
 
+def test_image_mean_is_subtracted_before_anything_reads_the_image():
+    torch.manual_seed(0)
+    m = small_model(in_channels=3, subtract_image_mean=True)
+    x = torch.rand(2, 3, 16, 20)
+    out = m(x, deterministic=True)
+    shifted = m(x + torch.tensor([0.3, -0.2])[:, None, None, None], deterministic=True)
+    for u, v in zip(out, shifted):  # a brighter or darker copy is read identically
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+    m.subtract_image_mean = False  # the same weights on the centred images by hand
+    by_hand = m(x - x.mean(dim=(1, 2, 3), keepdim=True), deterministic=True)
+    torch.testing.assert_close(by_hand.logits, out.logits)
+    plain, brighter = m(x, deterministic=True), m(x + 0.3, deterministic=True)  # without it,
+    assert not torch.allclose(plain.locations, brighter.locations, atol=1e-4)  # brightness counts
+
+
 def test_first_location_comes_from_the_context_network():
     torch.manual_seed(0)
     m = small_model()

@@ -80,6 +80,11 @@ class DeepRecurrentAttentionModel(nn.Module):
             emission, baseline and classification heads keep PyTorch's defaults
             (``raccn.models.relu_init``, as RAM's). It learns faster on the embedded house
             numbers (the DRAM quick start).
+        subtract_image_mean: subtract each image's mean (one number per image, over its
+            channels and pixels) before the context and glimpse networks read it: Goodfellow et
+            al.'s SVHN preprocessing ("we preprocess by subtracting the mean of each image"),
+            which Ba et al. follow. Done here rather than in the data so that the pictures show
+            the image as it is and ``predict`` on raw files needs no matching transform.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class DeepRecurrentAttentionModel(nn.Module):
         std: float = 0.17,
         policy_grad_to_core: bool = False,
         init: str = "torch",
+        subtract_image_mean: bool = False,
     ) -> None:
         super().__init__()
         _positive_int(num_classes, "num_classes", "real labels; EOS is added as class num_classes")
@@ -112,6 +118,7 @@ class DeepRecurrentAttentionModel(nn.Module):
         self.num_classes, self.in_channels = num_classes, in_channels
         self.glimpses = self.max_digits * self.glimpses_per_digit  # T
         self.policy_grad_to_core = bool(policy_grad_to_core)
+        self.subtract_image_mean = bool(subtract_image_mean)
         self.context_net = ContextNetwork(in_channels, hidden_size, context_size, context_channels)
         self.glimpse_net = DRAMGlimpseNetwork(
             in_channels, patch_size, scales, scale_factor, conv_channels, glimpse_dim
@@ -149,6 +156,8 @@ class DeepRecurrentAttentionModel(nn.Module):
                 f"images must be Tensor[B, C, H, W] with C = in_channels = {self.in_channels}, "
                 f"got shape {tuple(images.shape)}"
             )
+        if self.subtract_image_mean:
+            images = images - images.mean(dim=(1, 2, 3), keepdim=True)
         c_I = self.context_net(images)  # (B, hidden)
         r2 = (c_I, torch.zeros_like(c_I))  # (h, c) of the location LSTM
         r1 = None  # the classification LSTM starts from zeros
