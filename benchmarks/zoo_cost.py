@@ -11,9 +11,11 @@ initialised), fed random images at the data module's canvas size and batch size.
 
 - ``params``: every parameter of the network.
 - ``macs_per_image``: one evaluation-mode forward of the batch under
-  ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions, matrix products and
-  attention (not element-wise work, pooling or ``grid_sample``) in FLOPs, 2 per multiply-add:
-  MACs = FLOPs / 2, divided by the batch size.
+  ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions, matrix products
+  (``einsum`` included) and attention in FLOPs, 2 per multiply-add: MACs = FLOPs / 2, divided by
+  the batch size; plus what it cannot see, SASA's attention written as element-wise products
+  summed (``NOT_COUNTED``, also given alone as ``macs_not_seen_by_counter``). Other element-wise
+  work, pooling, interpolation and ``grid_sample`` are not counted.
 - ``step_ratio``: RA-CNN rows, a classification-phase step (forward of both scales with the
   APN's box detached, per-scale + fused cross-entropy, backward, a step of the configured
   classification optimiser); ``rank_step_ratio``: a ranking-phase step (trunks and classifiers
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from raccn.cli import main as cli_main
+from raccn.layers import LocalSelfAttention2d
 from raccn.lit import AGCNNLitModule
 from raccn.lit.agcnn_module import STAGES
 from raccn.lit.staged_training import eval_mode
@@ -126,10 +129,27 @@ def agcnn_steps(model: AGCNNLitModule, images, target) -> dict[str, Callable[[],
     return {f"{s}_step": stage_step(s) for s in STAGES}
 
 
-def macs_per_image(net, images) -> float:
-    with torch.no_grad(), eval_mode(net), FlopCounterMode(display=False) as counter:
-        net(images)
-    return counter.get_total_flops() / 2 / len(images)
+# Multiply-adds FlopCounterMode does not see: SASA's logits q·(k + r) and its weighted sum of the
+# values are element-wise products summed (over the unfolded k x k neighbourhoods), C_out k^2 per
+# pixel each. module class -> f(module, input) -> multiply-adds of one call.
+NOT_COUNTED = {
+    LocalSelfAttention2d: lambda m, x: 2 * m.query.out_channels * m.kernel_size**2 * x[0, 0].numel() * len(x),
+}
+
+
+def macs(net, images) -> tuple[float, float]:
+    """Multiply-adds per image of one evaluation-mode forward of ``images`` (Tensor[B, C, H, W]):
+    ``(counted, not_counted)``, FlopCounterMode's FLOPs / 2 and those of ``NOT_COUNTED``."""
+    extra = []
+    hooks = [m.register_forward_hook(lambda m, args, out: extra.append(NOT_COUNTED[type(m)](m, args[0])))
+             for m in net.modules() if type(m) in NOT_COUNTED]
+    try:
+        with torch.no_grad(), eval_mode(net), FlopCounterMode(display=False) as counter:
+            net(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return counter.get_total_flops() / 2 / len(images), sum(extra) / len(images)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -161,9 +181,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if isinstance(model, AGCNNLitModule):  # steps per stage in the config's run
                 total = math.ceil(data.hparams.train_size / B) * trainer.max_epochs
                 weights = {f"{s}_step": model.schedule.length(i, total) for i, s in enumerate(STAGES)}
+            counted, not_counted = macs(model.net, images)
             info[row] = {"params": sum(p.numel() for p in model.net.parameters()),
-                         "macs_per_image": macs_per_image(model.net, images), "batch": B, "image": S,
-                         "weights": weights}
+                         "macs_per_image": counted + not_counted, "macs_not_seen_by_counter": not_counted,
+                         "batch": B, "image": S, "weights": weights}
             for fn in steps[row].values():  # warm-up
                 fn()
         times = {row: {k: [] for k in steps[row]} for row in rows}

@@ -85,3 +85,13 @@ def test_zoo_cost_rows_against_the_blocks_own_parameters_and_multiply_adds(capsy
     ag = rows["agcnn"]
     stages = [ag[f"{s}_step_ratio"] for s in ("global", "local", "fusion")]
     assert min(stages) <= ag["step_ratio"] <= max(stages) and all(r > 0 for r in stages)
+
+
+def test_zoo_cost_counts_sasa_products_the_flop_counter_misses():
+    """FlopCounterMode sees only SASA's three 1x1 projections (3 C C per pixel); its logits and
+    weighted sum (C k^2 multiply-adds per pixel each) come from the benchmark's own count."""
+    from raccn.layers import LocalSelfAttention2d
+    bench = load_benchmark("zoo_cost")
+    m, x = LocalSelfAttention2d(8, heads=2, kernel_size=3), torch.rand(2, 8, 5, 7)
+    counted, extra = bench.macs(m, x)
+    assert counted == 3 * 8 * 8 * 35 and extra == 2 * 8 * 9 * 35
