@@ -150,8 +150,8 @@ def test_global_size_views_an_area_average_and_crops_at_full_resolution():
     out = net(images)
     torch.testing.assert_close(seen[0], F.avg_pool2d(images, 2))  # the area average to 32 px
     torch.testing.assert_close(out.crops, images[:, :, 8:40, 16:48])  # cut from the 64-px images
-    fg, logits = net.global_branch(images)
-    torch.testing.assert_close(logits, out.global_logits)
-    assert fg.shape == (2, 256, 2, 2)
+    g = net.global_branch(images)
+    torch.testing.assert_close(g.logits, out.global_logits)
+    assert g.features.shape == (2, 256, 2, 2)
     with pytest.raises(ValueError, match="global_size"):
         net(torch.rand(1, 3, 16, 16))

@@ -127,7 +127,7 @@ class AGCNNLitModule(StagedTraining, pl.LightningModule):
     def stage_logits(self, stage: str, images: Tensor) -> Tensor:
         """The logits (Tensor[B, K]) the stage ``stage`` trains on."""
         if stage == "global":
-            return self.net.global_branch(images)[1]
+            return self.net.global_branch(images).logits
         out = self.net(images)
         return out.local_logits if stage == "local" else out.fused_logits
 

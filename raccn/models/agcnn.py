@@ -12,8 +12,8 @@ branches. The paper thresholds the heat map upsampled to the image; here it is t
 trunk's resolution and the box scaled by the stride (one cell = ``stride`` pixels), which is what
 keeps the labelling cheap. With ``global_size``, the global branch sees the images area-averaged
 to that side and the crop is cut from the images at their own resolution (as RA-CNN's
-``input_sizes[0]``), so the local branch can read detail the global view has averaged away. The crop is a hard, non-differentiable selection: no gradient reaches
-the global branch through it. The three training stages of the paper (global, then local with the
+``input_sizes[0]``), so the local branch can read detail the global view has averaged away. The
+crop is a hard, non-differentiable selection: no gradient reaches the global branch through it. The three training stages of the paper (global, then local with the
 global branch fixed, then fusion with both fixed) are the training module's: see ``branches``.
 """
 
@@ -30,6 +30,11 @@ from raccn.models.backbones import build_trunk
 from raccn.ops.components import largest_component_boxes
 
 BRANCHES = ("global", "local", "fusion")
+
+
+class GlobalBranchOutput(NamedTuple):
+    features: Tensor  #: Tensor[B, C_g, h, w], the global trunk's last map
+    logits: Tensor  #: Tensor[B, K]
 
 
 class AGCNNOutput(NamedTuple):
@@ -125,16 +130,17 @@ class AGCNN(nn.Module):
                              f"{G}x{G} (global_size): give larger images or a smaller global_size")
         return F.interpolate(images, size=(G, G), mode="area")
 
-    def global_branch(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def global_branch(self, images: Tensor) -> GlobalBranchOutput:
         """The global branch alone (training stage I needs nothing else): images
-        (Tensor[B, C, H, W]) -> its last map Tensor[B, C_g, h, w] and logits Tensor[B, K]."""
+        (Tensor[B, C, H, W]) -> GlobalBranchOutput."""
         fg = self.global_trunk(self.global_view(images))  # (B, C_g, h, w)
-        return fg, self.global_classifier(fg.mean(dim=(2, 3)))
+        return GlobalBranchOutput(fg, self.global_classifier(fg.mean(dim=(2, 3))))
 
     def forward(self, images: Tensor) -> AGCNNOutput:
         """images (Tensor[B, C, H, W]) -> AGCNNOutput; boxes and crops in pixels of ``images``."""
         H, W = images.shape[-2:]
-        fg, global_logits = self.global_branch(images)  # (B, C_g, h, w), (B, K)
+        g = self.global_branch(images)
+        fg = g.features  # (B, C_g, h, w)
         heat = self.heatmap(fg.detach())
         boxes = self.crop_boxes(heat, H, W)  # (B, 4)
         index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
@@ -143,6 +149,6 @@ class AGCNN(nn.Module):
         fl = self.local_trunk(crops)  # (B, C_l, h', w')
         dg, dl = fg.mean(dim=(2, 3)), fl.mean(dim=(2, 3))  # global average pooling
         return AGCNNOutput(
-            global_logits, self.local_classifier(dl),
+            g.logits, self.local_classifier(dl),
             self.fusion_classifier(torch.cat([dg, dl], 1)), boxes, heat, crops,
         )
