@@ -182,3 +182,19 @@ def test_short_fit_on_the_part_proxy_learns(tmp_path):
     assert result["test/acc_global"] > 0.3 and result["test/acc_fusion"] > 0.3  # 0.58, 0.61 when written
     assert result["test/acc_local"] > 0.1  # 0.25 when written
     assert 0.0 <= result["test/crop_iou"] <= 1.0
+
+
+def test_predict_gives_the_fusion_prediction_and_the_crop(tmp_path):
+    pl.seed_everything(0)
+    m = AGCNNLitModule(net())
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    data = loader(n=6, with_box=False)
+    out = trainer.predict(m, dataloaders=data)
+    images = data.dataset.tensors[0]
+    with torch.no_grad():
+        ref = m.net.eval()(images)
+    probs = ref.fused_logits.softmax(-1)
+    torch.testing.assert_close(torch.cat([o["pred"] for o in out]), probs.argmax(1))
+    torch.testing.assert_close(torch.cat([o["prob"] for o in out]), probs.max(1).values)
+    torch.testing.assert_close(torch.cat([o["crop_box"] for o in out]), ref.boxes)
