@@ -137,3 +137,21 @@ def test_forward_backward_and_branch_routing():
 def test_agcnn_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         small(**kwargs)
+
+
+def test_global_size_views_an_area_average_and_crops_at_full_resolution():
+    torch.manual_seed(0)
+    net = small(global_size=32).eval()
+    images = torch.rand(2, 3, 64, 64)
+    seen = []
+    net.global_trunk.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    box = torch.tensor([[16.0, 8.0, 48.0, 40.0]]).expand(2, 4)  # in pixels of the 64-px images
+    net.crop_boxes = lambda heat, h, w: box if (h, w) == (64, 64) else None
+    out = net(images)
+    torch.testing.assert_close(seen[0], F.avg_pool2d(images, 2))  # the area average to 32 px
+    torch.testing.assert_close(out.crops, images[:, :, 8:40, 16:48])  # cut from the 64-px images
+    g = net.global_branch(images)
+    torch.testing.assert_close(g.logits, out.global_logits)
+    assert g.features.shape == (2, 256, 2, 2)
+    with pytest.raises(ValueError, match="global_size"):
+        net(torch.rand(1, 3, 16, 16))

@@ -63,3 +63,35 @@ def test_apn_pretrain_lr_reports_each_case_and_adam_reaches_the_target(capsys):
     assert rows["sgd1e-6"]["loss_end"] > 0.99 * rows["sgd1e-6"]["loss_start"]
     assert rows["adam1e-4"]["loss_end"] < 0.5 * rows["adam1e-4"]["loss_start"]
     assert rows["adam1e-4"]["box_error_px"] < 0.5 * rows["sgd1e-6"]["box_error_px"]
+
+
+def test_zoo_cost_rows_against_the_blocks_own_parameters_and_multiply_adds(capsys):
+    """Tiny run (batch 2, 72-px images, one round): one JSON line per row, the plain row's step
+    ratio 1; SE adds exactly its blocks' parameters and multiply-adds (two 1x1 convolutions on
+    the pooled C channels: 2 C C/r per block per image) in both trunks; AG-CNN has a step per
+    stage and their mean weighted by its stage lengths."""
+    import json
+    bench = load_benchmark("zoo_cost")
+    bench.main(["--rows", "se", "agcnn", "--batch", "2", "--image", "72", "--rounds", "1"])
+    rows = {r["row"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert list(rows) == ["plain", "se", "agcnn"]
+    assert rows["plain"]["step_ratio"] == 1.0 and rows["plain"]["rank_step_ratio"] > 0
+    from raccn.layers import build_attention
+    blocks = [build_attention("se", c) for c in (32, 64, 128, 256)]  # after each small_vgg_bn stage
+    added_params = 2 * sum(p.numel() for b in blocks for p in b.parameters())  # two trunks
+    added_macs = 2 * sum(2 * b.fc1.in_channels * b.fc1.out_channels for b in blocks)
+    assert rows["se"]["params"] - rows["plain"]["params"] == added_params
+    assert rows["se"]["macs_per_image"] - rows["plain"]["macs_per_image"] == added_macs
+    ag = rows["agcnn"]
+    stages = [ag[f"{s}_step_ratio"] for s in ("global", "local", "fusion")]
+    assert min(stages) <= ag["step_ratio"] <= max(stages) and all(r > 0 for r in stages)
+
+
+def test_zoo_cost_counts_sasa_products_the_flop_counter_misses():
+    """FlopCounterMode sees only SASA's three 1x1 projections (3 C C per pixel); its logits and
+    weighted sum (C k^2 multiply-adds per pixel each) come from the benchmark's own count."""
+    from raccn.layers import LocalSelfAttention2d
+    bench = load_benchmark("zoo_cost")
+    m, x = LocalSelfAttention2d(8, heads=2, kernel_size=3), torch.rand(2, 8, 5, 7)
+    counted, extra = bench.macs(m, x)
+    assert counted == 3 * 8 * 8 * 35 and extra == 2 * 8 * 9 * 35

@@ -1,8 +1,9 @@
-"""RA-CNN's phase schedule on its own: every transition, zero-length phases, epoch units."""
+"""RA-CNN's phase schedule on its own: every transition, zero-length phases, epoch units; AG-CNN's
+stage schedule likewise."""
 
 import pytest
 
-from raccn.lit.phase_schedule import Phase, PhaseSchedule
+from raccn.lit.phase_schedule import Phase, PhaseSchedule, StageSchedule
 
 
 def names(schedule: PhaseSchedule, steps: int) -> list[str]:
@@ -78,3 +79,35 @@ def test_epoch_units_without_an_epoch_length_say_what_to_do(steps_per_epoch):
 def test_invalid_lengths(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PhaseSchedule(**{"cls_length": 1, "rank_length": 1, **kwargs})
+
+
+# -- StageSchedule (AG-CNN's stages, once each) ------------------------------------------------
+def test_stages_follow_each_other_once_and_the_last_lasts():
+    s = StageSchedule(("global", "local", "fusion"), (2, 3))
+    assert [s.at(t) for t in range(7)] == [
+        Phase("global", 0), Phase("global", 1), Phase("local", 0), Phase("local", 1), Phase("local", 2),
+        Phase("fusion", 0), Phase("fusion", 1)]
+    assert s.at(1000) == Phase("fusion", 995)
+    assert [s.start(k) for k in range(3)] == [0, 2, 5]
+    assert [s.length(k, 12) for k in range(3)] == [2, 3, 7]
+
+
+def test_stages_of_length_zero_never_occur_and_epochs_end_at_epoch_ends():
+    names = lambda s, n: [s.at(t).name for t in range(n)]
+    assert names(StageSchedule(("global", "local", "fusion"), (0, 2)), 4) == ["local", "local", "fusion", "fusion"]
+    assert names(StageSchedule(("global", "local", "fusion"), (1, 0)), 3) == ["global", "fusion", "fusion"]
+    s = StageSchedule(("global", "local", "fusion"), (1, 2), unit="epochs", steps_per_epoch=3)
+    assert names(s, 12) == ["global"] * 3 + ["local"] * 6 + ["fusion"] * 3
+    assert s.length(2, 15) == 6
+    with pytest.raises(ValueError, match="steps per epoch"):
+        StageSchedule(("a", "b"), (1,), unit="epochs").at(0)
+
+
+@pytest.mark.parametrize("args,match", [
+    ((("a", "b"), (1, 2)), "a length for every stage but the last"),
+    ((("a", "b"), (-1,)), "the a stage's length must be an integer >= 0"),
+    ((("a", "b"), (1,), "days"), "stage unit must be"),
+])
+def test_stage_schedule_refuses_bad_values(args, match):
+    with pytest.raises(ValueError, match=match):
+        StageSchedule(*args)

@@ -28,6 +28,10 @@ def test_rows_follow_the_papers_order():
     assert [r.label for r in rows] == ["1 glimpse", "2 glimpses", "9 glimpses", "10 glimpses"]
     assert [r.metric for r in rows] == ["test/acc_glimpse1", "test/acc_glimpse2", "test/acc_glimpse9",
                                         "test/acc_glimpse10"]
+    agcnn = {"test/acc_fusion": 0.9, "test/acc_local": 0.6, "test/acc_global": 0.5, "test/crop_iou": 0.2}
+    rows = report_rows(agcnn)
+    assert [(r.label, r.value) for r in rows] == [("global branch", 0.5), ("local branch", 0.6),
+                                                  ("fusion branch", 0.9)]
     # an unknown family: every test/acc* metric, by name
     assert [r.label for r in report_rows({"test/acc_top5": 0.9, "test/acc": 0.5, "test/loss": 1.0})] == [
         "acc", "acc_top5"]

@@ -9,6 +9,8 @@ Rows are found by metric name, so one callback serves every model family:
   digit(s)" (whole-sequence accuracy among the numbers of n digits), ``test/digit_acc`` ->
   "digits", ``test/len_acc`` -> "length"; the printed table adds the whole-sequence error
   (the paper's unit) under it;
+- AG-CNN (Guan et al. 2018): ``test/acc_global``, ``test/acc_local``, ``test/acc_fusion`` ->
+  "global branch", "local branch", "fusion branch";
 - any other module: every ``test/acc*`` metric, by name.
 
 Values are the logged fractions in [0, 1] (``accuracy``) and the same in percent
@@ -57,6 +59,8 @@ _FAMILIES = (
      lambda m: (5, int(m[1]))),
     (re.compile(r"digit_acc"), lambda m: "digits", lambda m: (6, 0)),
     (re.compile(r"len_acc"), lambda m: "length", lambda m: (7, 0)),
+    (re.compile(r"acc_(global|local|fusion)"), lambda m: f"{m[1]} branch",
+     lambda m: (8, ("global", "local", "fusion").index(m[1]))),
 )
 SEQUENCE_ROW = "whole sequence"
 

@@ -18,6 +18,7 @@ and ``rank`` in ``unit``:
 
 Because the phase is a function of the step (and, in epochs, the constant number of steps per
 epoch), a run resumed from a checkpoint continues the phase it was in: nothing is stored.
+``StageSchedule`` does the same for stages that follow each other once (AG-CNN's three).
 """
 
 from __future__ import annotations
@@ -92,3 +93,57 @@ class PhaseSchedule:
             return Phase("cls", step - max(cycle_start, start))
         t = step - (cycle_start + C * n)  # steps into the ranking phase
         return Phase("reanchor", t) if t < A else Phase("rank", t - A)
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """Stages that follow each other once, each training its own part (AG-CNN's global, local and
+    fusion branches, Guan et al. 2018): stage k lasts ``lengths[k]`` ``unit``\\ s, the last stage
+    lasts to the end of training; a stage of length 0 never occurs. As ``PhaseSchedule``, a pure
+    function of the global step (a resumed run continues the stage it was in).
+
+    Args:
+        names: the stages, in order (at least one).
+        lengths: the length of each stage but the last (one fewer than ``names``), >= 0.
+        unit: ``"steps"`` or ``"epochs"`` (stages then end at epoch ends).
+        steps_per_epoch: the training steps of one epoch; needed with ``unit="epochs"``.
+    """
+
+    names: tuple[str, ...]
+    lengths: tuple[int, ...]
+    unit: str = "steps"
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"stage unit must be 'steps' or 'epochs', got {self.unit!r}")
+        if not self.names or len(self.lengths) != len(self.names) - 1:
+            raise ValueError(f"need a length for every stage but the last ({list(self.names)[:-1]}), "
+                             f"got {list(self.lengths)}")
+        for name, n in zip(self.names, self.lengths):
+            if not isinstance(n, int) or n < 0:
+                raise ValueError(f"the {name} stage's length must be an integer >= 0, got {n!r}")
+
+    def start(self, index: int) -> int:
+        """The first global step of stage ``index`` (0-based)."""
+        n = 1
+        if self.unit == "epochs" and sum(self.lengths[:index]) > 0:
+            n = self.steps_per_epoch
+            if n is None or not (n >= 1 and math.isfinite(n)):
+                raise ValueError(
+                    f"stages in epochs need a finite number of training steps per epoch, got {n!r} "
+                    "(a training set without a length?): count them in steps"
+                )
+        return sum(self.lengths[:index]) * n
+
+    def at(self, step: int) -> Phase:
+        """The stage of global step ``step`` (0-based) and the steps since it began."""
+        index = len(self.names) - 1
+        while index > 0 and step < self.start(index):
+            index -= 1
+        return Phase(self.names[index], step - self.start(index))
+
+    def length(self, index: int, total_steps: float) -> float:
+        """Stage ``index``'s length in steps in a run of ``total_steps`` (the last: the rest)."""
+        end = self.start(index + 1) if index + 1 < len(self.names) else total_steps
+        return max(end - self.start(index), 0)

@@ -1,7 +1,8 @@
 """RA-CNN training: APN pre-training, then alternating optimisation (Fu et al. 2017, §3.4).
 
 The module receives its network (``net``, a ``raccn.models.RACNN``) and holds the procedure;
-manual optimisation with two optimisers, phases from ``raccn.lit.phase_schedule``:
+manual optimisation with two optimisers (``raccn.lit.staged_training``), phases from
+``raccn.lit.phase_schedule``:
 
 - ``pretrain`` (``apn_pretrain_steps``): each APN regresses the square of side
   ``apn_pretrain_side`` x input centred on the peak of its trunk's channel-summed last conv
@@ -9,8 +10,9 @@ manual optimisation with two optimisers, phases from ``raccn.lit.phase_schedule`
 - ``cls``: APNs frozen, boxes detached; trunks, classifiers and fusion trained with the sum of
   the per-scale cross-entropies plus the fused one (``cls_optimizer``).
 - ``rank``: trunks, classifiers and fusion frozen; the APNs trained with the pairwise ranking
-  loss (``apn_optimizer``, learning rates x ``rank_lr_factor``) through the zoom's boxcar mask
-  (and its sampling grid with the net's ``grid_grad``).
+  loss (``apn_optimizer``, learning rates x ``rank_lr_factor``) through the net's cropper: the
+  zoom's boxcar mask (and its sampling grid with the net's ``grid_grad``), or with
+  ``cropper="stn"`` the spatial transformer's sampling grid (``raccn.ops.stn_zoom``).
 
 ``cls`` and ``rank`` alternate, ``cls_length`` / ``rank_length`` steps or epochs each
 (``phase_unit``). Learning rates follow one ``LambdaLR`` per optimiser, stepped every training
@@ -32,7 +34,6 @@ that makes scale s's input, in image pixels). Accuracies are fractions in [0, 1]
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -42,13 +43,13 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.lit.phase_schedule import PhaseSchedule
 from raccn.lit.recipe_extras import NO_EXTRAS, RecipeExtras
+from raccn.lit.staged_training import StagedTraining, cosine_factor, eval_mode
 from raccn.losses import ranking_loss
 from raccn.losses.apn_pretrain import pretrain_squares
 from raccn.losses.ranking import check_margin
@@ -68,7 +69,7 @@ def _adam(params):
     return torch.optim.Adam(params, lr=1e-4)
 
 
-class RACNNLitModule(pl.LightningModule):
+class RACNNLitModule(StagedTraining, pl.LightningModule):
     """Args:
         net: the network (``raccn.models.RACNN``); the module reads its classes and scales.
         margin: ranking-loss margin (paper: 0.05), >= 0.
@@ -95,6 +96,8 @@ class RACNNLitModule(pl.LightningModule):
     """
 
     automatic_optimization = False
+    ddp_reason = ("RA-CNN's phases train disjoint parameter sets (no APN gradients in a classification "
+                  "step, no trunk gradients in an APN step)")
 
     def __init__(
         self,
@@ -150,23 +153,7 @@ class RACNNLitModule(pl.LightningModule):
             for split in ("val", "test")
         })
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A module rebuilt by ``load_from_checkpoint`` (not through LightningCLI) keeps the
-        network's configuration among its hyper-parameters, so its own checkpoints load alike."""
-        saved = checkpoint.get("hyper_parameters", {})
-        if "net" not in self.hparams and "net" in saved:
-            self.hparams.update({k: saved[k] for k in ("_class_path", "net", "_instantiator") if k in saved})
-
     # -- optimisation ----------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        model = self.trainer.strategy.model
-        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ValueError(
-                "RA-CNN's phases train disjoint parameter sets (no APN gradients in a classification "
-                "step, no trunk gradients in an APN step), which DDP accepts only with "
-                "find_unused_parameters=True: use --trainer.strategy ddp_find_unused_parameters_true"
-            )
-
     def configure_optimizers(self):
         net = self.net
         cls_params = [*net.trunks.parameters(), *net.classifiers.parameters()]
@@ -177,9 +164,7 @@ class RACNNLitModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches if hp.lr_decay is not None else math.inf  # T
 
         def decay(step: int) -> float:
-            if hp.lr_decay is None or not math.isfinite(total) or total <= 0:
-                return 1.0
-            return 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+            return cosine_factor(step, total)
 
         def apn(step: int) -> float:
             return (hp.rank_lr_factor if self.schedule.at(step).name == "rank" else 1.0) * decay(step)
@@ -195,15 +180,8 @@ class RACNNLitModule(pl.LightningModule):
         """Trunks and classifiers in eval mode within the block (then back in the mode they were
         in), so that phases which do not train them (APN pre-training, ranking) leave batch-norm
         statistics untouched too."""
-        frozen = [self.net.trunks, self.net.classifiers]
-        modes = [m.training for m in frozen]
-        for m in frozen:
-            m.eval()
-        try:
+        with eval_mode(self.net.trunks, self.net.classifiers):
             yield
-        finally:
-            for m, mode in zip(frozen, modes):
-                m.train(mode)
 
     def _frozen_forward(self, images: Tensor, targets_only: bool) -> RACNNOutput:
         """The forward of the APN phases; pre-training and re-anchoring (``targets_only``)
@@ -279,10 +257,7 @@ class RACNNLitModule(pl.LightningModule):
         optimizer = opt_cls if phase in ("warmup", "cls") else opt_apn
         with self.toggled_optimizer(optimizer):
             self._phase_step(batch, phase, optimizer)
-        with warnings.catch_warnings():  # both count global steps, also before their optimiser's first
-            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
-            for scheduler in self.lr_schedulers():
-                scheduler.step()
+        self._step_schedulers()
 
     def _phase_step(self, batch, phase: str, optimizer) -> None:
         """Forward, loss and step of ``phase``; ``optimizer`` is the phase's (toggled)."""
@@ -306,14 +281,6 @@ class RACNNLitModule(pl.LightningModule):
             self._step(optimizer, loss if self.hparams.rank_lr_factor > 0 else None)
             self.log("train/loss_rank", loss, prog_bar=True)
         self.log("train/phase", float(LOGGED_PHASE[phase]))
-
-    def _step(self, optimizer, loss: Tensor | None) -> None:
-        """Backward of ``loss`` and a step of ``optimizer``; without a loss, a step over no
-        gradients, which moves nothing (it still counts as the global step)."""
-        optimizer.zero_grad()
-        if loss is not None:
-            self.manual_backward(loss)
-        optimizer.step()
 
     # -- evaluation ------------------------------------------------------------------------
     def image_boxes(self, out: RACNNOutput) -> list[Tensor]:
@@ -350,16 +317,6 @@ class RACNNLitModule(pl.LightningModule):
         if len(batch) > 2:  # the object's true box (x0, y0, x1, y1) in image pixels
             for s, box in enumerate(self.image_boxes(out), start=2):
                 metrics[f"apn_iou_scale{s}"].update(box_iou_pairs(square_to_xyxy(box), batch[2].to(box)))
-
-    def _log_epoch(self, split: str) -> dict[str, float]:
-        values = {}
-        for name, metric in self.metrics[split].items():
-            if isinstance(metric, MeanMetric) and metric.update_count == 0:
-                continue
-            values[f"{split}/{name}"] = metric.compute()
-            metric.reset()
-        self.log_dict(values, prog_bar=split == "val")
-        return {k: float(v) for k, v in values.items()}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

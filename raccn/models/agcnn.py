@@ -10,8 +10,10 @@ resized to ``local_size`` (``torchvision.ops.roi_align``) for the local branch (
 classifier). Fusion branch: a linear classifier on the concatenated pooled features of both
 branches. The paper thresholds the heat map upsampled to the image; here it is thresholded at the
 trunk's resolution and the box scaled by the stride (one cell = ``stride`` pixels), which is what
-keeps the labelling cheap. The crop is a hard, non-differentiable selection: no gradient reaches
-the global branch through it. The three training stages of the paper (global, then local with the
+keeps the labelling cheap. With ``global_size``, the global branch sees the images area-averaged
+to that side and the crop is cut from the images at their own resolution (as RA-CNN's
+``input_sizes[0]``), so the local branch can read detail the global view has averaged away. The
+crop is a hard, non-differentiable selection: no gradient reaches the global branch through it. The three training stages of the paper (global, then local with the
 global branch fixed, then fusion with both fixed) are the training module's: see ``branches``.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
@@ -27,6 +30,11 @@ from raccn.models.backbones import build_trunk
 from raccn.ops.components import largest_component_boxes
 
 BRANCHES = ("global", "local", "fusion")
+
+
+class GlobalBranchOutput(NamedTuple):
+    features: Tensor  #: Tensor[B, C_g, h, w], the global trunk's last map
+    logits: Tensor  #: Tensor[B, K]
 
 
 class AGCNNOutput(NamedTuple):
@@ -45,6 +53,8 @@ class AGCNN(nn.Module):
             small_vgg_bn, ``timm:<model>``; paper: ResNet-50 / DenseNet-121).
         weights: weights of both trunks (see ``build_trunk``) or None.
         local_size: side of the local branch's input (paper: 224).
+        global_size: side of the global branch's input, or None (paper: the images as they are).
+            Images larger than it are area-averaged to it; their crops are cut at full resolution.
         threshold: τ in [0, 1) (paper: 0.7).
         connectivity: 8 or 4, of the mask's connected components.
     """
@@ -56,6 +66,7 @@ class AGCNN(nn.Module):
         backbone: str = "resnet18",
         weights: str | None = None,
         local_size: int = 224,
+        global_size: int | None = None,
         threshold: float = 0.7,
         connectivity: int = 8,
     ) -> None:
@@ -68,9 +79,11 @@ class AGCNN(nn.Module):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
         if not isinstance(local_size, int) or local_size < 1:
             raise ValueError(f"local_size must be a positive integer (pixels), got {local_size!r}")
+        if global_size is not None and (not isinstance(global_size, int) or global_size < 1):
+            raise ValueError(f"global_size must be a positive integer (pixels) or null, got {global_size!r}")
         if weights == "None":  # a command-line null inside model.init_args.net arrives so (jsonargparse)
             weights = None
-        self.num_classes, self.local_size = num_classes, local_size
+        self.num_classes, self.local_size, self.global_size = num_classes, local_size, global_size
         self.threshold, self.connectivity = float(threshold), connectivity
         g, loc = build_trunk(backbone, weights), build_trunk(backbone, weights)
         self.global_trunk, self.local_trunk = g.features, loc.features
@@ -104,12 +117,30 @@ class AGCNN(nn.Module):
         scale = cells.new_tensor([width / w, height / h, width / w, height / h])
         return cells.to(heat.dtype) * scale
 
-    def forward(self, images: Tensor) -> AGCNNOutput:
-        """images (Tensor[B, C, H, W]) -> AGCNNOutput."""
+    def global_view(self, images: Tensor) -> Tensor:
+        """The global branch's input: Tensor[B, C, H, W] -> the images, or with ``global_size``
+        G their area average Tensor[B, C, G, G] (when they are larger; smaller is an error)."""
         if images.dim() != 4:
             raise ValueError(f"images must be Tensor[B, C, H, W], got {tuple(images.shape)}")
+        G = self.global_size
+        if G is None or tuple(images.shape[-2:]) == (G, G):
+            return images
+        if min(images.shape[-2:]) < G:
+            raise ValueError(f"images are {tuple(images.shape[-2:])} but the global branch's input is "
+                             f"{G}x{G} (global_size): give larger images or a smaller global_size")
+        return F.interpolate(images, size=(G, G), mode="area")
+
+    def global_branch(self, images: Tensor) -> GlobalBranchOutput:
+        """The global branch alone (training stage I needs nothing else): images
+        (Tensor[B, C, H, W]) -> GlobalBranchOutput."""
+        fg = self.global_trunk(self.global_view(images))  # (B, C_g, h, w)
+        return GlobalBranchOutput(fg, self.global_classifier(fg.mean(dim=(2, 3))))
+
+    def forward(self, images: Tensor) -> AGCNNOutput:
+        """images (Tensor[B, C, H, W]) -> AGCNNOutput; boxes and crops in pixels of ``images``."""
         H, W = images.shape[-2:]
-        fg = self.global_trunk(images)  # (B, C_g, h, w)
+        g = self.global_branch(images)
+        fg = g.features  # (B, C_g, h, w)
         heat = self.heatmap(fg.detach())
         boxes = self.crop_boxes(heat, H, W)  # (B, 4)
         index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
@@ -118,6 +149,6 @@ class AGCNN(nn.Module):
         fl = self.local_trunk(crops)  # (B, C_l, h', w')
         dg, dl = fg.mean(dim=(2, 3)), fl.mean(dim=(2, 3))  # global average pooling
         return AGCNNOutput(
-            self.global_classifier(dg), self.local_classifier(dl),
+            g.logits, self.local_classifier(dl),
             self.fusion_classifier(torch.cat([dg, dl], 1)), boxes, heat, crops,
         )
