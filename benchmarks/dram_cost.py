@@ -29,7 +29,8 @@ One JSON line per (model, canvas):
 
 Batch ``--batch`` (64), ``--threads`` (1) threads, after one warm-up call ``--rounds`` rounds
 of ``--steps`` calls each, the median round. ``--plot PATH`` draws multiply-adds and training
-images/s against the canvas side, log-log, as a PNG.
+images/s against the canvas side, log-log, as a PNG. ``--cnn`` / ``--dram`` change the
+networks' settings (JSON), e.g. ``--models cnn --cnn '{"channels_last": false}'``.
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def grid_sample_flops(input_shape, grid_shape, *args, out_shape=None, **kwargs) 
     return 2 * 4 * N * C * H * W
 
 
-def config_model(name: str, num_classes: int = 10) -> tuple[DRAMLitModule, int]:
-    """The ``DRAMLitModule`` of a config (net as its ``net`` settings, Adam at its lr) and the
-    config's ``mc_samples``."""
+def config_model(name: str, overrides: dict | None = None, num_classes: int = 10) -> tuple[DRAMLitModule, int]:
+    """The ``DRAMLitModule`` of a config (net as its ``net`` settings updated by ``overrides``,
+    Adam at its lr) and the config's ``mc_samples``."""
     with open(CONFIGS / MODELS[name]) as fh:
         model = yaml.safe_load(fh)["model"]["init_args"]
     module_name, _, cls = model["net"]["class_path"].rpartition(".")
-    net = getattr(importlib.import_module(module_name), cls)(num_classes=num_classes, **model["net"]["init_args"])
+    net = getattr(importlib.import_module(module_name), cls)(
+        num_classes=num_classes, **{**model["net"]["init_args"], **(overrides or {})})
     lr = model["optimizer"]["init_args"]["lr"]
     lit = DRAMLitModule(net, mc_samples=model.get("mc_samples", 1), policy_lr_factor=model.get("policy_lr_factor", 1.0),
                         optimizer=lambda p: torch.optim.Adam(p, lr=lr))
@@ -99,7 +101,8 @@ def median_seconds(fn, steps: int, rounds: int) -> float:
 
 def measure(name: str, canvas: int, args) -> dict:
     torch.manual_seed(0)
-    lit, mc = config_model(name)
+    overrides = args.cnn if name == "cnn" else args.dram
+    lit, mc = config_model(name, overrides)
     net = lit.net
     images = torch.rand(args.batch, 1, canvas, canvas)
     lengths = torch.randint(1, net.max_digits + 1, (args.batch,))
@@ -124,7 +127,7 @@ def measure(name: str, canvas: int, args) -> dict:
     t_train = median_seconds(train_step, args.steps, args.rounds)
     net.eval()
     t_infer = median_seconds(infer(1), args.steps, args.rounds)
-    row = {"bench": "dram_cost", "model": name, "config": MODELS[name], "canvas": canvas,
+    row = {"bench": "dram_cost", "model": name, "config": MODELS[name], "overrides": overrides or {}, "canvas": canvas,
            "params": sum(p.numel() for p in net.parameters()), "macs": round(macs),
            "grid_sample_macs": round(sampled), "train_ips": round(args.batch / t_train, 1),
            "infer_ips": round(args.batch / t_infer, 1)}
@@ -164,6 +167,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (the median is reported)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plot", default=None, help="write the log-log plot to this PNG")
+    p.add_argument("--cnn", type=json.loads, default=None,
+                   help='JSON overrides of the CNN config\'s net settings, e.g. \'{"channels_last": false}\'')
+    p.add_argument("--dram", type=json.loads, default=None, help="the same for DRAM")
     args = p.parse_args(argv)
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
