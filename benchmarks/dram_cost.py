@@ -147,7 +147,8 @@ def plot(rows: list[dict], path: str) -> None:
 
     panels = []
     for key, label in (("macs", "multiply-adds per image"), ("train_ips", "training images/s (1 thread)")):
-        series = {name: ([r["canvas"] for r in rows if r["model"] == name], [r[key] for r in rows if r["model"] == name])
+        series = {name.upper(): ([r["canvas"] for r in rows if r["model"] == name],
+                                 [r[key] for r in rows if r["model"] == name])
                   for name in dict.fromkeys(r["model"] for r in rows)}
         panels.append(plot_lines(series, "canvas side (px)", label, log=True))
     out = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), (255, 255, 255))

@@ -25,7 +25,10 @@ random 1-5 digit targets (the content does not change the cost). One JSON line:
   (one Adam step) and ``parts_sum`` (their sum over the plain step; the rest is the emission,
   baseline and classification heads, the loss and the bookkeeping between the parts).
 
-Medians over ``--repeats`` rounds of ``--steps`` steps, after 3 warm-up steps.
+Each of ``--repeats`` rounds times the plain step, then each part, then the Lightning step
+(``--steps`` steps each, after 3 warm-up steps), and the shares are taken within a round, so
+that a host whose speed drifts (a shared machine) moves a round's numerator and denominator
+together; the medians over the rounds are reported, with ``lightning_share_rounds``.
 """
 
 from __future__ import annotations
@@ -145,22 +148,31 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         optimizer.step()
 
-    t_plain = statistics.median(timed(step, args.steps) for _ in range(args.repeats))
-    parts = part_timers(net, images)
-    t_parts = {name: statistics.median(timed(fn, args.steps) for _ in range(args.repeats)) for name, fn in parts.items()}
-    t_parts["optimizer"] = statistics.median(timed(optimizer.step, args.steps) for _ in range(args.repeats))
+    parts = {**part_timers(net, images), "optimizer": optimizer.step}
+    batches = [batch_of(net, args.batch, args.image) for _ in range(args.steps + 3)]
+    rounds = []  # per round: the plain step, each part, the Lightning step, one after the other
+    for _ in range(args.repeats):
+        r = {"plain": timed(step, args.steps)}
+        r.update({name: timed(fn, args.steps) for name, fn in parts.items()})
+        if not args.no_lightning:
+            r["lightning"] = lightning_seconds_per_step(args, batches)
+        rounds.append(r)
+    t_plain = statistics.median(r["plain"] for r in rounds)
     result = {"bench": "dram_svhn_profile", "config": CONFIG.name, "batch": args.batch, "image": args.image,
               "channels": net.in_channels, "glimpses": net.glimpses,
               "params": sum(p.numel() for p in net.parameters()), "threads": args.threads,
+              "repeats": args.repeats, "steps": args.steps,
               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "plain_ips": round(args.batch / t_plain, 1), "plain_step_ms": round(1e3 * t_plain, 1)}
-    result.update({f"{name}_share": round(t / t_plain, 3) for name, t in t_parts.items()})
-    result["parts_sum"] = round(sum(t_parts.values()) / t_plain, 3)
+    # shares: each round's part over the same round's plain step, then the median over rounds
+    result.update({f"{name}_share": round(statistics.median(r[name] / r["plain"] for r in rounds), 3)
+                   for name in parts})
+    result["parts_sum"] = round(statistics.median(sum(r[n] for n in parts) / r["plain"] for r in rounds), 3)
     if not args.no_lightning:
-        batches = [batch_of(net, args.batch, args.image) for _ in range(args.steps + 3)]
-        t_light = statistics.median(lightning_seconds_per_step(args, batches) for _ in range(args.repeats))
+        t_light = statistics.median(r["lightning"] for r in rounds)
         result.update({"lightning_ips": round(args.batch / t_light, 1), "lightning_step_ms": round(1e3 * t_light, 1),
-                       "lightning_share": round((t_light - t_plain) / t_light, 3)})
+                       "lightning_share": round(statistics.median(1 - r["plain"] / r["lightning"] for r in rounds), 3),
+                       "lightning_share_rounds": [round(1 - r["plain"] / r["lightning"], 3) for r in rounds]})
     print(json.dumps(result), flush=True)
     return result
 
