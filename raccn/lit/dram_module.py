@@ -92,7 +92,7 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
 
     def policy_modules(self) -> tuple:
         """The emission network, the location LSTM r^(2) and the context network: with
-        ``policy_grad_to_core`` false (the default) the REINFORCE term alone trains them. None
+        ``policy_grad_to_core`` false (the default) the REINFORCE term alone trains them. Empty
         for a net without a policy (``SequenceCNN``)."""
         if not hasattr(self.net, "locator"):
             return ()
