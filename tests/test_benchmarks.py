@@ -95,3 +95,46 @@ def test_zoo_cost_counts_sasa_products_the_flop_counter_misses():
     m, x = LocalSelfAttention2d(8, heads=2, kernel_size=3), torch.rand(2, 8, 5, 7)
     counted, extra = bench.macs(m, x)
     assert counted == 3 * 8 * 8 * 35 and extra == 2 * 8 * 9 * 35
+
+
+def test_dram_cost_counts_the_glimpse_samples_and_the_cnn_convolutions(tmp_path, capsys):
+    """``dram_cost.py`` at tiny sizes: DRAM's multiply-adds do not depend on the canvas and
+    include the glimpse op's bilinear samples (4 per value: 6 glimpses x 3 scales x 12x12),
+    which FlopCounterMode alone misses; the CNN's are its convolutions and linear layers, counted
+    by hand; the plot is written."""
+    import json
+
+    from PIL import Image
+    bench = load_benchmark("dram_cost")
+    plot = tmp_path / "cost.png"
+    rows = bench.main(["--canvases", "32", "48", "--batch", "2", "--steps", "1", "--rounds", "1",
+                       "--plot", str(plot)])
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows
+    dram = [r for r in rows if r["model"] == "dram"]
+    cnn = [r for r in rows if r["model"] == "cnn"]
+    assert dram[0]["macs"] == dram[1]["macs"] and dram[0]["params"] == dram[1]["params"]
+    assert dram[0]["grid_sample_macs"] == 6 * 3 * 12 * 12 * 4 and cnn[0]["grid_sample_macs"] == 0
+    assert cnn[0]["params"] == cnn[1]["params"]
+
+    def by_hand(side: int) -> int:  # channels 32, 32, 64, 64; kernels 5, 3, 3, 3; 2x2 pools
+        macs, c_in = 0, 1
+        for c, k in zip((32, 32, 64, 64), (5, 3, 3, 3)):
+            macs += k * k * c_in * c * side * side
+            c_in, side = c, side // 2
+        return macs + 64 * 6 * 6 * 256 + 256 * 3 * 11  # fc on the 6x6 grid, 3 heads of 11
+
+    assert [r["macs"] for r in cnn] == [by_hand(32), by_hand(48)]
+    assert all(r["train_ips"] > 0 and r["infer_ips"] > 0 for r in rows) and dram[0]["infer_mc_ips"] > 0
+    assert Image.open(plot).size == (960, 360)
+
+
+def test_dram_svhn_profile_reports_every_share(capsys):
+    import json
+    bench = load_benchmark("dram_svhn_profile")
+    result = bench.main(["--batch", "4", "--steps", "1", "--repeats", "1", "--threads", "1",
+                         "--net", '{"hidden_size": 32, "conv_channels": [8, 8, 8], "glimpse_dim": 32}'])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == result
+    assert result["glimpses"] == 15 and result["channels"] == 3  # the config's 5 slots x 3 glimpses, RGB
+    for part in ("glimpse_op", "glimpse_convnet", "context", "lstm", "optimizer"):
+        assert 0 < result[f"{part}_share"] < 1, part
+    assert 0.3 < result["parts_sum"] < 1.5 and result["lightning_ips"] > 0

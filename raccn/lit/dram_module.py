@@ -28,7 +28,7 @@ from raccn.lit.glimpse_training import GlimpseTraining, check_settings
 from raccn.lit.sequence_accuracy import SequenceAccuracy, sequence_probability
 from raccn.losses import DRAMLoss, dram_loss
 from raccn.losses.dram_loss import REWARDS
-from raccn.models import DeepRecurrentAttentionModel
+from raccn.models import DeepRecurrentAttentionModel, SequenceCNN
 
 
 class DRAMLitModule(GlimpseTraining, pl.LightningModule):
@@ -39,7 +39,10 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
     Args:
         net: the model (LightningCLI: ``model.init_args.net: {class_path: raccn.models.DRAM,
             init_args: {...}}``; ``num_classes`` is linked from the data, ``max_digits`` must
-            equal the data's ``max_length``).
+            equal the data's ``max_length``). ``raccn.models.SequenceCNN``, the plain CNN
+            baseline, trains here too: its output has no glimpses (T = 0), so the hybrid loss is
+            its cross-entropy alone and the scores, report and predictions are DRAM's (leave
+            ``mc_samples: 1``: nothing is sampled).
         reward: ``sequence`` (1 if the whole sequence is read right, else 0; the paper's) or
             ``per_label`` (the fraction of the sequence read right up to its first error), see
             ``raccn.losses.dram_loss``.
@@ -65,7 +68,7 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
 
     def __init__(
         self,
-        net: DeepRecurrentAttentionModel,
+        net: DeepRecurrentAttentionModel | SequenceCNN,
         reward: Literal["sequence", "per_label"] = "sequence",
         reinforce_weight: float = 1.0,
         mc_samples: int = 1,
@@ -89,7 +92,10 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
 
     def policy_modules(self) -> tuple:
         """The emission network, the location LSTM r^(2) and the context network: with
-        ``policy_grad_to_core`` false (the default) the REINFORCE term alone trains them."""
+        ``policy_grad_to_core`` false (the default) the REINFORCE term alone trains them. Empty
+        for a net without a policy (``SequenceCNN``)."""
+        if not hasattr(self.net, "locator"):
+            return ()
         return (self.net.locator, self.net.location_core, self.net.context_net)
 
     # -- steps -----------------------------------------------------------------------------
@@ -144,8 +150,11 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         """``sequence`` (Tensor[B, S], argmax labels then EOS), ``prob`` (Tensor[B], the
         probability of that number: ``raccn.lit.sequence_accuracy.sequence_probability``) and
-        ``locations`` (Tensor[B, T, 2], the first rollout's glimpses)."""
+        ``locations`` (Tensor[B, T, 2], the first rollout's glimpses; absent for a net without
+        glimpses)."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         probs, out = self.predict_proba(images)
         sequence, p = sequence_probability(probs, self.net.eos_index)
+        if not out.locations.shape[1]:
+            return {"sequence": sequence, "prob": p}
         return {"sequence": sequence, "prob": p, "locations": out.locations[: images.shape[0]]}

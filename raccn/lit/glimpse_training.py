@@ -70,8 +70,8 @@ class GlimpseTraining:
         images, another channel count, (DRAM) another number of label slots."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         size = getattr(dm, "image_size", None)
-        patch_size = self.net.glimpse_net.patch_size
-        if size is not None and patch_size > min(size):
+        patch_size = getattr(getattr(self.net, "glimpse_net", None), "patch_size", None)  # None: no glimpses
+        if size is not None and patch_size is not None and patch_size > min(size):
             H, W = size
             raise ValueError(
                 f"model.init_args.net.init_args.patch_size={patch_size} is larger than the data's "

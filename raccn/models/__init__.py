@@ -4,6 +4,7 @@ from raccn.models.agcnn import AGCNN, AGCNNOutput
 from raccn.models.dram import DRAM, DeepRecurrentAttentionModel, DRAMOutput
 from raccn.models.racnn import RACNN, RACNNOutput
 from raccn.models.ram import RAMOutput, RecurrentAttentionModel
+from raccn.models.sequence_cnn import SequenceCNN
 
 __all__ = [
     "AGCNN",
@@ -15,4 +16,5 @@ __all__ = [
     "RACNNOutput",
     "RAMOutput",
     "RecurrentAttentionModel",
+    "SequenceCNN",
 ]

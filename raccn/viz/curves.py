@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["plot_curve", "read_series"]
+__all__ = ["plot_curve", "plot_lines", "read_series"]
+
+COLOURS = [(30, 90, 200), (220, 80, 30), (40, 150, 60), (150, 60, 170)]
 
 
 def read_series(path: str, x: str, y: str) -> tuple[list[float], list[float]]:
@@ -30,6 +33,67 @@ def read_series(path: str, x: str, y: str) -> tuple[list[float], list[float]]:
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     step = (hi - lo) / n if hi > lo else 1.0
     return [lo + i * step for i in range(n + 1)]
+
+
+def _canvas(size: tuple[int, int]) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    try:  # Pillow's scalable default font: the bitmap one at its default size all but drops spaces
+        d.font = ImageFont.load_default(size=12)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: the bitmap font
+        pass
+    return img, d
+
+
+def _short(v: float) -> str:
+    """1234567 -> "1.2M"."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def plot_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], x_label: str, y_label: str,
+               log: bool = False, size: tuple[int, int] = (480, 360)) -> Image.Image:
+    """Several named lines (name -> (xs, ys)) on shared axes, linear or log-log (``log``, all
+    values > 0), ticks at the data's x values and at 6 y values, a legend. Returns a PIL image."""
+    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+    if not points or any(len(xs) != len(ys) for xs, ys in series.values()):
+        raise ValueError("every series needs xs and ys of the same length, and one point at least")
+    if log and min(min(p) for p in points) <= 0:
+        raise ValueError("a log-log plot needs values > 0")
+    f = math.log10 if log else float
+    xs_all, ys_all = sorted({x for x, _ in points}), [y for _, y in points]
+    x0, x1 = f(xs_all[0]), f(xs_all[-1])
+    y0, y1 = f(min(ys_all)), f(max(ys_all))
+    x1, pad = (x1 if x1 > x0 else x0 + 1.0), 0.08 * ((y1 - y0) or 1.0)
+    y0, y1 = y0 - pad, y1 + pad
+    W, H = size
+    left, right, top, bottom = 60, 15, 40, 45
+    px = lambda x: left + (f(x) - x0) / (x1 - x0) * (W - left - right)
+    py = lambda y: H - bottom - (f(y) - y0) / (y1 - y0) * (H - top - bottom)
+    img, d = _canvas(size)
+    d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
+    for x in xs_all:
+        d.line([(px(x), H - bottom), (px(x), top)], fill=(225, 225, 225))
+        d.text((px(x) - 8, H - bottom + 4), _short(x), fill=(0, 0, 0))
+    for t in _ticks(y0, y1):
+        y = 10**t if log else t
+        d.line([(left, py(y)), (W - right, py(y))], fill=(225, 225, 225))
+        d.text((5, py(y) - 6), _short(y), fill=(0, 0, 0))
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        line = [(px(x), py(y)) for x, y in zip(xs, ys)]
+        if len(line) > 1:
+            d.line(line, fill=colour, width=2)
+        for cx, cy in line:
+            d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
+        key_x = left + 8 + 90 * i  # legend: a line segment and the name
+        d.line([(key_x, top - 10), (key_x + 16, top - 10)], fill=colour, width=2)
+        d.text((key_x + 20, top - 17), name, fill=colour)
+    d.text((left + ((W - left - right) - d.textlength(x_label)) // 2, H - bottom + 22), x_label, fill=(0, 0, 0))
+    d.text((5, 6), y_label + ("  (log-log)" if log else ""), fill=(0, 0, 0))
+    return img
 
 
 def plot_curve(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str,
@@ -47,12 +111,7 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: 
     y0, y1 = y0 - pad, y1 + pad
     px = lambda x: left + (x - x0) / (x1 - x0) * (W - left - right)
     py = lambda y: H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom)
-    img = Image.new("RGB", size, (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    try:  # Pillow's scalable default font: the bitmap one at its default size all but drops spaces
-        d.font = ImageFont.load_default(size=12)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: the bitmap font
-        pass
+    img, d = _canvas(size)
     d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
     for t in _ticks(x0, x1):
         d.line([(px(t), H - bottom), (px(t), top)], fill=(225, 225, 225))
