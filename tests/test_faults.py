@@ -16,6 +16,7 @@ from test_resume import RACNN, RAM, _checkpoint, _fit, _trainer
 import raccn.atomic_checkpoint_io as atomic_io
 from raccn.atomic_checkpoint_io import AtomicCheckpointIO
 from raccn.callbacks import NonFiniteLossError
+from raccn.checkpoint_match import CheckpointMismatchError
 from raccn.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,3 +119,63 @@ def test_racnn_stops_after_too_many_non_finite_steps_in_a_row(tmp_path):
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
     assert not glob.glob(str(tmp_path / "run" / "**" / "stepstep=6.ckpt"), recursive=True)
     assert not glob.glob(str(tmp_path / "run" / "**" / "interrupted.ckpt"), recursive=True)
+
+
+# ----------------------------------------------------------------------------- a checkpoint of another model
+PUBLISHED_RAM = os.path.join(ROOT, "checkpoints", "ram_mnist.ckpt")  # RAM, 10 classes
+
+
+def _run_with_ckpt(subcommand, config, ckpt, tmp_path):
+    args = [subcommand, "--config", os.path.join(ROOT, "configs", config), "--ckpt_path", str(ckpt),
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.limit_predict_batches", "1",
+            "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    return main(args)
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "fit"])
+def test_a_checkpoint_of_another_model_class_is_refused_naming_both(subcommand, tmp_path):
+    """A RAM checkpoint given to an RA-CNN config: an error naming the checkpoint, both classes
+    and the fix, before any data is read (LightningCLI alone would swap in the checkpoint's model
+    and fail later on the number of channels)."""
+    with pytest.raises(CheckpointMismatchError) as info:
+        _run_with_ckpt(subcommand, "racnn_quickstart.yaml", PUBLISHED_RAM, tmp_path)
+    message = str(info.value)
+    assert PUBLISHED_RAM in message and "RAMLitModule" in message and "RACNNLitModule" in message
+    assert "Pass the config the checkpoint was trained with" in message
+    assert not glob.glob(str(tmp_path / "**" / "*.csv"), recursive=True)  # nothing ran
+
+
+def test_a_checkpoint_of_another_network_class_is_refused(tmp_path):
+    ckpt = torch.load(PUBLISHED_RAM, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["class_path"] = "raccn.models.SomeOtherNetwork"
+    torch.save(ckpt, tmp_path / "other_net.ckpt")
+    with pytest.raises(CheckpointMismatchError, match=r"SomeOtherNetwork network \(model.init_args.net\), "
+                                                      r"but the config asks for raccn.models.RecurrentAttentionModel"):
+        _run_with_ckpt("test", "ram_quickstart.yaml", tmp_path / "other_net.ckpt", tmp_path)
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "fit"])
+def test_a_checkpoint_for_another_number_of_classes_is_refused_naming_both(subcommand, tmp_path):
+    """The published RAM checkpoint rewritten as a 12-class one (hyper-parameters and classifier),
+    given to the 10-class RAM quick start: an error naming the checkpoint, 12, 10 and the data
+    module (Lightning alone fails on a state-dict shape, naming neither)."""
+    ckpt = torch.load(PUBLISHED_RAM, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["init_args"]["num_classes"] = 12
+    for key in ("net.classifier.fc.weight", "net.classifier.fc.bias"):
+        ckpt["state_dict"][key] = torch.cat([ckpt["state_dict"][key], ckpt["state_dict"][key][:2]])
+    path = tmp_path / "twelve.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        _run_with_ckpt(subcommand, "ram_quickstart.yaml", path, tmp_path)
+    message = str(info.value)
+    assert str(path) in message and "trained for 12 classes" in message
+    assert "ClutteredDigitsDataModule" in message and "has 10" in message
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=f"{path} is not a readable checkpoint"):
+        _run_with_ckpt("test", "ram_quickstart.yaml", path, tmp_path)
