@@ -269,3 +269,23 @@ def test_the_compile_tests_pass_with_no_cxx_on_the_path(tmp_path):
     assert "PASSED tests/test_ram_learning.py::test_real_compile_without_a_compiler_falls_back_to_eager" in report
     assert re.search(r"SKIPPED .*test_ram_learning.py:\d+: needs a C\+\+ compiler", report), report
     assert re.search(r"\b3 passed, 1 skipped", report), report
+
+
+def test_a_copy_of_the_module_shares_its_optimiser_factory():
+    """``EMAWeightAveraging`` deep-copies the module. The optimiser callable LightningCLI injects
+    reaches the CLI, the trainer and, under DDP, the launcher's process handles, which cannot be
+    copied (``cannot pickle '_thread.lock'``): a factory holding a lock stands in for it. The
+    copy shares the factory, builds the same optimiser, and its weights are its own."""
+    import copy
+    import functools
+    import threading
+
+    lock = threading.Lock()  # what the CLI's instantiator reaches under DDP
+    factory = functools.partial(lambda params, lr, held: torch.optim.Adam(params, lr=lr), lr=0.01, held=lock)
+    with pytest.raises(TypeError, match="cannot pickle '_thread.lock'"):
+        copy.deepcopy(factory)
+    model = RAMLitModule(tiny_net(), optimizer=factory)
+    twin = copy.deepcopy(model)
+    assert twin.optimizer_factory is model.optimizer_factory
+    assert twin.configure_optimizers().param_groups[0]["lr"] == 0.01
+    assert all(a is not b and torch.equal(a, b) for a, b in zip(twin.parameters(), model.parameters()))
