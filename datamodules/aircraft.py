@@ -90,7 +90,9 @@ class FGVCAircraftDataModule(TorchvisionFineGrainedDataModule):
             path = self.root / "data" / f"images_{self.annotation_level}_{split}.txt"
             raise ValueError(
                 f"{path}: {type(e).__name__}: {e}; every line must be '<image id> <class name>' "
-                f"with a class of {CLASS_FILES[self.annotation_level]} (files of one version?)."
+                f"with a class of {path.parent / CLASS_FILES[self.annotation_level]} (one of "
+                "the two is damaged or cut short, or they are of different versions; extract "
+                "them again)."
             ) from None
 
     def read_class_names(self) -> list[str]:
@@ -99,6 +101,11 @@ class FGVCAircraftDataModule(TorchvisionFineGrainedDataModule):
     def read_records(self) -> OfficialSplits:
         box_file = self.root / "data" / "images_box.txt"
         boxes = read_aircraft_boxes(box_file) if box_file.is_file() else {}
+        if self.boxes and box_file.is_file() and not boxes:
+            raise ValueError(
+                f"boxes=True, but {box_file} holds no boxes (empty or damaged); extract it again "
+                "from fgvc-aircraft-2013b.tar.gz, or set --data.init_args.boxes false."
+            )
         splits = []
         for split in ("trainval", "test"):
             records = self.records(self._split(split))

@@ -82,7 +82,7 @@ class StanfordCarsDataModule(FineGrainedDataModule):
                         "cars_test_annos_withlabels.mat (cars_test_annos.mat has no classes)."
                     )
                 origin = f"{origin} ({entry.fname})"
-                label = label_from_file(getattr(entry, "class"), num_classes, origin)
+                label = label_from_file(getattr(entry, "class"), num_classes, origin, files["meta"])
                 x1, y1, x2, y2 = (float(getattr(entry, f)) for f in FIELDS[:4])
                 records.append(
                     ImageRecord(

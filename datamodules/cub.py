@@ -112,7 +112,9 @@ class CUBDataModule(FineGrainedDataModule):
         splits: dict[str, list[ImageRecord]] = {"1": [], "0": []}
         for image_id, (line_no, (rel_path,)) in images.items():
             label_line, (class_id,) = tables["labels"][image_id]
-            label = label_from_file(class_id, num_classes, f"{files['labels']} line {label_line}")
+            label = label_from_file(
+                class_id, num_classes, f"{files['labels']} line {label_line}", files["classes"]
+            )
             split_line, (is_train,) = tables["split"][image_id]
             if is_train not in splits:
                 raise ValueError(

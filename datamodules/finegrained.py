@@ -197,9 +197,10 @@ class BoxedTransform:
         return self.finish(image), boxes.as_subclass(Tensor).view(4).float()
 
 
-def label_from_file(value: Any, num_classes: int, origin: str) -> int:
+def label_from_file(value: Any, num_classes: int, origin: str, class_list: Any = None) -> int:
     """0-based label of a 1-based class id read at ``origin``; ``ValueError`` unless it is an
-    integer in ``1..num_classes``."""
+    integer in ``1..num_classes`` (naming ``class_list``, the file the classes were read from,
+    which may be the cut-short one)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -207,7 +208,8 @@ def label_from_file(value: Any, num_classes: int, origin: str) -> int:
     if not number.is_integer() or not 1 <= number <= num_classes:
         raise ValueError(
             f"{origin}: class {value} is outside 1..{num_classes} (class ids count from 1 over "
-            f"the {num_classes} classes); the metadata files are from different versions or "
+            f"the {num_classes} classes{f' of {class_list}' if class_list else ''}); the metadata "
+            "files are from different versions or "
             "damaged, extract them again."
         )
     return int(number) - 1
@@ -454,6 +456,12 @@ class FineGrainedDataModule(SplitDataModule):
                 f"the folder holding it with --data.init_args.data_dir=<folder> (now "
                 f"data_dir={self.data_dir!r})."
             )
+        empty = [found[e.key] for e in expected if not e.folder and found[e.key].stat().st_size == 0]
+        if empty:
+            raise ValueError(
+                f"{self.NAME}: {', '.join(map(str, empty))} is empty (0 bytes): a download or "
+                f"extraction was cut short. Extract it again from {self.SOURCE}."
+            )
         return found  # type: ignore[return-value]  # every value is a Path here
 
     def prepare_data(self) -> None:
@@ -466,6 +474,7 @@ class FineGrainedDataModule(SplitDataModule):
         if self.setup_predict(stage) or self.train_set is not None:
             return
         splits = self.read_records()
+        self._check_not_empty(splits)
         train = splits.train
         lists = {"train": train, "val": splits.val, "test": splits.test}  # official lists
         absent = [r for records in lists.values() for r in records or () if not r.path.is_file()]
@@ -517,6 +526,22 @@ class FineGrainedDataModule(SplitDataModule):
             if lists["val"] is lists["test"]
             else FineGrainedDataset(chosen["val"], test_tf, mode, box_tf)
         )
+
+    def _check_not_empty(self, splits: OfficialSplits) -> None:
+        """``ValueError`` naming the metadata files when an official list holds no image (an
+        empty or cut-short list file would otherwise train or test on nothing, silently)."""
+        empty = [name for name, records in splits._asdict().items()
+                 if records is not None and not records]
+        if empty:
+            try:
+                files = [str(e.find()) for e in self.expected() if not e.folder and e.find()]
+            except NotImplementedError:  # a module that lists no metadata files (a folder)
+                files = []
+            where = ", ".join(files) if files else f"the folders under {self.root}"
+            raise ValueError(
+                f"{self.NAME} lists no {' and no '.join(empty)} images; its metadata ({where}) "
+                f"is empty or cut short. Extract it again from {self.SOURCE}."
+            )
 
     def _box_transform(self, chosen: dict[str, list[ImageRecord]]) -> BoxedTransform:
         """The joint image-and-box test transform; ``ValueError`` naming the validation and test

@@ -25,10 +25,19 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
 
+from raccn.write_errors import explain_write_errors
+
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:
-    """``torch.save(obj, path)``, atomically (module docstring); ``path`` is a local file."""
+    """``torch.save(obj, path)``, atomically (module docstring); ``path`` is a local file. A
+    failed write (disk full, read-only folder) leaves the previous file and raises
+    :class:`~raccn.write_errors.RunWriteError` naming the file and the fix."""
     path = os.path.abspath(os.fspath(path))
+    with explain_write_errors("checkpoint", path):
+        _atomic_torch_save(obj, path)
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     partial = os.path.join(folder, f".{name}.partial")

@@ -47,6 +47,7 @@ from raccn.callbacks import (
     PredictionWriter,
     ResumeState,
 )
+from raccn.checkpoint_match import check_model_classes, check_num_classes, read_hparams
 from raccn.runtime import skip_futile_nvml_probe, tune_cpu_allocator
 
 
@@ -76,6 +77,27 @@ class RaccnCLI(LightningCLI):
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         # a step with a non-finite loss or gradient is skipped; too many in a row stop training
         parser.add_lightning_class_args(NonFiniteGuard, "non_finite")
+
+    def _ckpt_path(self) -> str | None:
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        return path if path and os.path.isfile(path) else None
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a checkpoint of another model or network class than the config's, naming
+        both (Lightning's parse, which follows, would silently swap in the checkpoint's model)."""
+        self._ckpt_hparams = None
+        path = self._ckpt_path()
+        if path is not None:
+            self._ckpt_hparams = read_hparams(path)
+            check_model_classes(path, self._ckpt_hparams, self.config[self.config.subcommand].model)
+        super()._parse_ckpt_path()
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse a checkpoint trained for another number of classes than the data has."""
+        super().after_instantiate_classes()
+        if getattr(self, "_ckpt_hparams", None) is not None:
+            check_num_classes(self._ckpt_path(), self._ckpt_hparams, self.datamodule)
 
     def before_instantiate_classes(self) -> None:
         """Name the run after its config files: a logger left without a name (CSVLogger's

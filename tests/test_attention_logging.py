@@ -5,6 +5,8 @@ import csv
 import glob
 import json
 import os
+import socket
+import time
 
 import pytest
 import torch
@@ -170,3 +172,65 @@ def test_validation_pictures_use_the_weights_validation_used(tmp_path, monkeypat
     trainer.fit(cli.model, datamodule=cli.datamodule)
     assert "drawn" in seen and torch.equal(seen["drawn"], seen["validated"])
     assert any(p.endswith("grid.png") for p in writer.written)
+
+
+PROMISED_FALLBACK_S = 15.0  # docs/usage.md, "Attention pictures and Weights & Biases"
+
+
+def test_unreachable_wandb_server_falls_back_to_offline_in_time(tmp_path, monkeypatch):
+    """Credentials (a 40-character key) but ``WANDB_BASE_URL`` on a closed port of 127.0.0.1, as
+    a new user with a refused connection: a tiny ``fit`` through the CLI. W&B goes offline at once
+    (``wandb.init`` is called once, offline: wandb's own retries, ~45 s here, are never waited
+    out), the fallback (from the probe to the offline run's start) takes less than the promised
+    15 s, training runs to its end, and the offline run holds the logged training metrics."""
+    import wandb
+
+    import raccn.loggers.wandb as our_wandb
+
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    wandb.finish()
+    wandb.teardown()  # wandb's process-wide settings (base URL, folders) are read at its first setup
+    times, modes = {}, []
+    probe, init = our_wandb.server_unreachable, wandb.init
+
+    def timed_probe(*args, **kwargs):
+        times["probe"] = time.monotonic()
+        return probe(*args, **kwargs)
+
+    def recorded_init(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        run = init(*args, **kwargs)
+        times["offline"] = time.monotonic()
+        return run
+
+    monkeypatch.setattr(our_wandb, "server_unreachable", timed_probe)
+    monkeypatch.setattr(wandb, "init", recorded_init)
+    try:
+        with pytest.warns(UserWarning, match=rf"W&B server unreachable \(127.0.0.1:{port}: .*refused"):
+            cli = main(["fit", "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
+                        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
+                        "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
+                        "--trainer.enable_progress_bar=false", "--test_after_fit=false"])
+    finally:
+        wandb.finish()
+        wandb.teardown()  # the next test's wandb must not keep this one's settings
+    fallback = times["offline"] - times["probe"]
+    print(f"W&B fallback to offline: {fallback:.2f} s")
+    assert modes == ["offline"] and fallback < PROMISED_FALLBACK_S
+    assert cli.trainer.global_step == 3 and cli.trainer.state.finished  # training went on
+    (run,) = glob.glob(str(tmp_path / "runs" / "wandb" / "offline-run-*"))
+    assert not glob.glob(str(tmp_path / "runs" / "wandb" / "run-*"))  # no online attempt left behind
+    (events,) = glob.glob(os.path.join(run, "run-*.wandb"))
+    with open(events, "rb") as f:  # wandb's record log (protobuf); history keys are plain strings
+        records = f.read()
+    with open(cli.trainer.loggers[0].log_dir + "/metrics.csv") as f:
+        logged = next(csv.reader(f))  # the CSV logger's columns: every metric logged
+    for key in ("trainer/global_step", *[k for k in logged if k.startswith(("train/", "val/"))]):
+        assert key.encode() in records, key

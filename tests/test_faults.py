@@ -2,8 +2,11 @@
 corrupt checkpoint; a non-finite loss or gradient is skipped, counted and, repeated, stops
 training with a clear error, the weights untouched."""
 
+import errno
 import glob
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,12 +14,15 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 from test_resume import RACNN, RAM, _checkpoint, _fit, _trainer
 
 import raccn.atomic_checkpoint_io as atomic_io
 from raccn.atomic_checkpoint_io import AtomicCheckpointIO
 from raccn.callbacks import NonFiniteLossError
+from raccn.checkpoint_match import CheckpointMismatchError
 from raccn.cli import main
+from raccn.write_errors import RunWriteError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,3 +124,157 @@ def test_racnn_stops_after_too_many_non_finite_steps_in_a_row(tmp_path):
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
     assert not glob.glob(str(tmp_path / "run" / "**" / "stepstep=6.ckpt"), recursive=True)
     assert not glob.glob(str(tmp_path / "run" / "**" / "interrupted.ckpt"), recursive=True)
+
+
+# ----------------------------------------------------------------------------- a checkpoint of another model
+PUBLISHED_RAM = os.path.join(ROOT, "checkpoints", "ram_mnist.ckpt")  # RAM, 10 classes
+
+
+def _run_with_ckpt(subcommand, config, ckpt, tmp_path):
+    args = [subcommand, "--config", os.path.join(ROOT, "configs", config), "--ckpt_path", str(ckpt),
+            "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.limit_predict_batches", "1",
+            "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    return main(args)
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "fit"])
+def test_a_checkpoint_of_another_model_class_is_refused_naming_both(subcommand, tmp_path):
+    """A RAM checkpoint given to an RA-CNN config: an error naming the checkpoint, both classes
+    and the fix, before any data is read (LightningCLI alone would swap in the checkpoint's model
+    and fail later on the number of channels)."""
+    with pytest.raises(CheckpointMismatchError) as info:
+        _run_with_ckpt(subcommand, "racnn_quickstart.yaml", PUBLISHED_RAM, tmp_path)
+    message = str(info.value)
+    assert PUBLISHED_RAM in message and "RAMLitModule" in message and "RACNNLitModule" in message
+    assert "Pass the config the checkpoint was trained with" in message
+    assert not glob.glob(str(tmp_path / "**" / "*.csv"), recursive=True)  # nothing ran
+
+
+def test_a_checkpoint_of_another_network_class_is_refused(tmp_path):
+    ckpt = torch.load(PUBLISHED_RAM, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["class_path"] = "raccn.models.SomeOtherNetwork"
+    torch.save(ckpt, tmp_path / "other_net.ckpt")
+    with pytest.raises(CheckpointMismatchError, match=r"SomeOtherNetwork network \(model.init_args.net\), "
+                                                      r"but the config asks for raccn.models.RecurrentAttentionModel"):
+        _run_with_ckpt("test", "ram_quickstart.yaml", tmp_path / "other_net.ckpt", tmp_path)
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "fit"])
+def test_a_checkpoint_for_another_number_of_classes_is_refused_naming_both(subcommand, tmp_path):
+    """The published RAM checkpoint rewritten as a 12-class one (hyper-parameters and classifier),
+    given to the 10-class RAM quick start: an error naming the checkpoint, 12, 10 and the data
+    module (Lightning alone fails on a state-dict shape, naming neither)."""
+    ckpt = torch.load(PUBLISHED_RAM, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["net"]["init_args"]["num_classes"] = 12
+    for key in ("net.classifier.fc.weight", "net.classifier.fc.bias"):
+        ckpt["state_dict"][key] = torch.cat([ckpt["state_dict"][key], ckpt["state_dict"][key][:2]])
+    path = tmp_path / "twelve.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        _run_with_ckpt(subcommand, "ram_quickstart.yaml", path, tmp_path)
+    message = str(info.value)
+    assert str(path) in message and "trained for 12 classes" in message
+    assert "ClutteredDigitsDataModule" in message and "has 10" in message
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=f"{path} is not a readable checkpoint"):
+        _run_with_ckpt("test", "ram_quickstart.yaml", path, tmp_path)
+
+
+# ----------------------------------------------------------------------------- disk full, read-only run folder
+def _fail_after(real, n_ok, code):
+    """``real`` for the first ``n_ok`` calls, then an ``OSError(code)`` (after writing some bytes
+    when given a file, as a disk that fills up half-way)."""
+    calls = []
+
+    def writer(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= n_ok:
+            return real(obj, f, *args, **kwargs)
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04" + b"\0" * 512)
+        raise OSError(code, os.strerror(code))
+
+    return writer
+
+
+ADVICE = {errno.ENOSPC: "The disk is full", errno.EROFS: "The folder is read-only"}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_checkpoint_write_stops_training_naming_it_and_keeps_the_last_good_one(tmp_path, monkeypatch, code):
+    """RAM with a checkpoint every step; the fourth write fails (disk full, or the folder turned
+    read-only): training stops with an error naming the checkpoint, the cause and the fix; the
+    three checkpoints written before load and hold the weights of their steps (each differs from
+    the next: training moved on), and nothing half-written is left."""
+    monkeypatch.setattr(atomic_io.torch, "save", _fail_after(torch.save, 3, code))
+    with pytest.raises(RunWriteError) as info:
+        _fit(tmp_path, "run", "ram_quickstart.yaml", {**RAM, "trainer": _trainer(tmp_path, 1)})
+    monkeypatch.undo()
+    message = str(info.value)
+    assert info.value.errno == code and ADVICE[code] in message and "--trainer.default_root_dir" in message
+    assert re.search(r"cannot write the checkpoint \S+\.ckpt", message) and "intact" in message
+    files = sorted(glob.glob(str(tmp_path / "run" / "**" / "*.ckpt"), recursive=True))
+    steps = [torch.load(f, map_location="cpu", weights_only=False)["global_step"] for f in files]
+    assert sorted(steps) == [1, 2, 3]
+    states = [torch.load(_checkpoint(tmp_path, "run", f"stepstep={s}.ckpt"), map_location="cpu",
+                         weights_only=False)["state_dict"] for s in (1, 2, 3)]
+    for a, b in itertools.pairwise(states):
+        assert all(torch.isfinite(v).all() for v in b.values() if v.is_floating_point())
+        assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert not glob.glob(str(tmp_path / "run" / "**" / ".*.partial"), recursive=True)
+
+
+def test_a_failed_attention_picture_stops_training_naming_it(tmp_path, monkeypatch):
+    """The glimpse pictures of the first validation cannot be written (disk full): an error
+    naming the picture and the fix; the step checkpoints written before it load."""
+    trainer = _trainer(tmp_path, 1)
+    trainer["callbacks"].append({"class_path": "raccn.callbacks.GlimpseTrajectoryWriter",
+                                 "init_args": {"num_images": 2, "every_n_epochs": 1}})
+    real = Image.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        if str(fp).endswith(".png"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(RunWriteError, match=r"cannot write the attention picture \S+val_00\.png: "
+                                            r"No space left on device\. The disk is full"):
+        _fit(tmp_path, "run", "ram_quickstart.yaml", {**RAM, "trainer": trainer})
+    ckpts = glob.glob(str(tmp_path / "run" / "**" / "stepstep=*.ckpt"), recursive=True)
+    assert len(ckpts) == 4 and not glob.glob(str(tmp_path / "run" / "**" / "*.png"), recursive=True) and all(torch.load(f, weights_only=False)["state_dict"] for f in ckpts)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_report_names_it(tmp_path, monkeypatch, code):
+    """The test report cannot be written: the test's error names the report file and the fix."""
+    from raccn.callbacks import eval_report
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(eval_report, "open", refuse, raising=False)
+    config = {**RAM, "trainer": {**_trainer(tmp_path, 100), "max_epochs": 1, "limit_test_batches": 1}}
+    with pytest.raises(RunWriteError, match=rf"cannot write the test report \S+test_report\.csv: .*"
+                                            rf"{ADVICE[code]}"):
+        _fit(tmp_path, "run", "ram_quickstart.yaml", config, test_after_fit=True)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes into read-only folders; the tests above inject the error")
+def test_a_read_only_run_folder_keeps_the_checkpoint(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(RunWriteError, match="The folder is read-only"):
+            AtomicCheckpointIO().save_checkpoint({"global_step": 2}, path)
+    finally:
+        path.parent.chmod(0o755)
+    assert torch.load(path, weights_only=True)["global_step"] == 1

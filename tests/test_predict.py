@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pytorch_lightning.callbacks import Callback
 
 from raccn.cli import main
 from raccn.datamodules import ClutteredDigitsDataModule, CUBDataModule, LocalizedDigitsDataModule
@@ -138,3 +139,95 @@ def test_predict_paths_must_be_a_list_of_files():
         ClutteredDigitsDataModule(predict_paths=[])
     with pytest.raises(ValueError, match="non-empty list of image files"):
         ClutteredDigitsDataModule(predict_paths="a.png")
+
+
+# ----------------------------------------------------------------------------- values of the predictions
+class RNGAtPredictBatch(Callback):
+    """Records the global torch RNG state as each prediction batch starts: the state the rollouts
+    of that batch draw their glimpse locations from."""
+
+    def __init__(self) -> None:
+        self.states: list[torch.Tensor] = []
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.states.append(torch.get_rng_state())
+
+
+@pytest.mark.parametrize("mc_samples", [1, 3])
+def test_each_predictions_row_is_the_models_own_output_for_its_file(user_images, tmp_path, monkeypatch,
+                                                                    mc_samples):
+    """RAM fitted one step, then ``predict`` on 3 files in batches of 2: row i of predictions.csv
+    is file i, and its class and probability are those of the checkpoint's weights, loaded apart,
+    on that file read with the data module's transform, drawing from the RNG state its batch
+    started with (RAM samples its glimpse locations; with ``mc_samples`` 3, the average of 3
+    rollouts). Replayed from another state, the probabilities differ: the rows are not a constant."""
+    from raccn.lit import RAMLitModule
+
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, "configs", "ram_quickstart.yaml")
+    main(["fit", "--config", config, *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.limit_val_batches=1", "--test_after_fit=false", f"--model.init_args.mc_samples={mc_samples}"])
+    ckpt = tmp_path / "runs" / "ram_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    cli = main(["predict", "--config", config, *QUICK, f"--ckpt_path={ckpt}", paths_arg(user_images),
+                "--data.init_args.batch_size=2", "--predictions.pictures=false",
+                "--trainer.callbacks+=test_predict.RNGAtPredictBatch"])
+    rows = read_predictions(tmp_path / "runs" / "ram_quickstart" / "version_1")
+    assert [r["path"] for r in rows] == user_images
+    (recorder,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, RNGAtPredictBatch)]
+    assert len(recorder.states) == 2
+    model = RAMLitModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert model.hparams.mc_samples == mc_samples
+    transform = cli.datamodule.predict_transform()
+    replayed = []
+    for b, state in enumerate(recorder.states):
+        files = user_images[2 * b : 2 * b + 2]
+        images = []
+        for f in files:
+            with Image.open(f) as im:
+                images.append(transform(im))
+        torch.set_rng_state(state)
+        with torch.no_grad():
+            prob, pred = model.predict_proba(torch.stack(images))[0][:, -1].max(1)
+        for i, f in enumerate(files):
+            row = rows[2 * b + i]
+            assert int(row["class_index"]) == int(pred[i]) and row["class_name"] == str(int(pred[i]))
+            assert float(row["probability"]) == pytest.approx(float(prob[i]), abs=1e-6)
+        replayed.append(prob)
+        torch.manual_seed(12345)
+        with torch.no_grad():
+            other = model.predict_proba(torch.stack(images))[0][:, -1].max(1).values
+        assert not torch.allclose(other, prob, atol=1e-6)
+
+
+def test_mc_samples_average_separately_seeded_rollouts(monkeypatch):
+    """``predict_proba`` with M = 3 rollouts equals the mean of the softmax of 3 single rollouts
+    run one by one, rollout m drawing the same location noise in both (seeded by (m, glimpse); the
+    first glimpse at the centre, as a random one is not drawn by ``torch.normal``): the batched
+    rollouts are averaged per image, never across images."""
+    from raccn.lit import RAMLitModule
+    from raccn.models import RecurrentAttentionModel
+
+    M, B = 3, 4
+    torch.manual_seed(0)
+    net = RecurrentAttentionModel(num_classes=5, glimpses=3, patch_size=4, std=0.3, init_loc="center")
+    x = torch.rand(B, 1, 16, 16)
+    real_normal = torch.normal
+    which = {"first": 0, "count": M, "glimpse": 0}
+
+    def seeded_noise(mean, std, *args, **kwargs):  # rows: `count` rollouts of B images, rollout-major
+        t = which["glimpse"]
+        which["glimpse"] += 1
+        eps = torch.cat([real_normal(0.0, 1.0, (B, 2), generator=torch.Generator().manual_seed(100 * m + t))
+                         for m in range(which["first"], which["first"] + which["count"])])
+        return mean + std * eps
+
+    monkeypatch.setattr(torch, "normal", seeded_noise)
+    model = RAMLitModule(net, mc_samples=M).eval()
+    with torch.no_grad():
+        batched = model.predict_proba(x)[0]  # (B, T, K)
+        singles = []
+        for m in range(M):
+            which.update(first=m, count=1, glimpse=0)
+            singles.append(net(x).logits.softmax(-1))
+    torch.testing.assert_close(batched, torch.stack(singles).mean(0), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the rollouts do differ

@@ -2,6 +2,13 @@
 image, the first glimpse (4x4, centre) sees only noise, so the model is right only if the
 location policy learns, through REINFORCE, to send the second glimpse to the corner."""
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -9,6 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from raccn.lit import RAMLitModule
 from raccn.models import RecurrentAttentionModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the C++ compiler torch.compile's default (inductor) backend builds CPU kernels with: $CXX, else g++
+CXX = os.environ.get("CXX", "g++")
+HAS_CXX = shutil.which(CXX) is not None
 
 
 def corner_task(n: int, seed: int):
@@ -122,6 +134,8 @@ def test_policy_lr_factor_must_be_positive(factor):
         RAMLitModule(tiny_net(), policy_lr_factor=factor)
 
 
+@pytest.mark.skipif(not HAS_CXX, reason=f"needs a C++ compiler for torch.compile's inductor backend ({CXX} "
+                    "not found); compile: true falls back to eager there (tested below)")
 def test_compiled_training_step_learns_and_matches_eager_loss(tmp_path):
     """model.compile: the compiled training loss equals the eager one on the same sampled
     locations' distribution (deterministic policy here), a compiled run still learns, and the
@@ -159,6 +173,7 @@ def compile_with(monkeypatch):
 
     def use(fake):
         monkeypatch.setattr(torch, "compile", fake)
+        monkeypatch.setattr(glimpse_training, "missing_cxx_compiler", lambda: None)  # the fake needs none
         glimpse_training.compiled.cache_clear()
 
     yield use
@@ -207,3 +222,70 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(compile_with):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.compiled_training_loss(x, y)  # no second warning
+
+
+def test_real_compile_without_a_compiler_falls_back_to_eager():
+    """``compile=True`` with the real ``torch.compile`` (inductor) where no C++ compiler is found:
+    a warning saying what to do, at once (before any tracing), and the eager loss, equal to the
+    plain training loss on the same random stream. Run without a compiler by
+    ``test_the_compile_tests_pass_with_no_cxx_on_the_path``."""
+    if HAS_CXX:
+        pytest.skip(f"a C++ compiler is on PATH ({CXX}): this test needs none; "
+                    "test_the_compile_tests_pass_with_no_cxx_on_the_path runs it without one")
+    from raccn.lit import glimpse_training
+
+    glimpse_training.compiled.cache_clear()
+    model = RAMLitModule(RecurrentAttentionModel(num_classes=4, glimpses=2, patch_size=4), compile=True)
+    x, y = corner_task(8, 0).tensors
+    torch.manual_seed(0)
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(no C\+\+ compiler found: .*g\+\+ not found"
+                                         r".*Install a C\+\+ compiler"):
+        fallback = model.compiled_training_loss(x, y)
+    assert time.monotonic() - start < 5  # no tracing first
+    torch.manual_seed(0)
+    eager = model.training_loss(x, y)
+    assert model._compile_failed
+    torch.testing.assert_close(fallback.loss, eager.loss, rtol=0, atol=0)
+
+
+def test_the_compile_tests_pass_with_no_cxx_on_the_path(tmp_path):
+    """This file's compile tests, run where no C++ compiler can be found (``PATH`` an empty folder,
+    ``CXX``/``CC`` naming missing files): the one that needs a compiler is skipped saying so, the
+    real compile falls back to eager (the test above passes, not skipped), the rest pass."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    env = {**os.environ, "PATH": str(bare), "CXX": str(bare / "g++"), "CC": str(bare / "gcc"),
+           "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    tests = [os.path.join("tests", "test_ram_learning.py")]  # (test_glimpse's and test_dram_module's
+    # compile tests use the eager backend or a fake compile: no compiler involved)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rA",
+         "-k", "compile and not no_cxx_on_the_path", *tests],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    report = out.stdout[-4000:]
+    assert out.returncode == 0, report
+    assert "PASSED tests/test_ram_learning.py::test_real_compile_without_a_compiler_falls_back_to_eager" in report
+    assert re.search(r"SKIPPED .*test_ram_learning.py:\d+: needs a C\+\+ compiler", report), report
+    assert re.search(r"\b3 passed, 1 skipped", report), report
+
+
+def test_a_copy_of_the_module_shares_its_optimiser_factory():
+    """``EMAWeightAveraging`` deep-copies the module. The optimiser callable LightningCLI injects
+    reaches the CLI, the trainer and, under DDP, the launcher's process handles, which cannot be
+    copied (``cannot pickle '_thread.lock'``): a factory holding a lock stands in for it. The
+    copy shares the factory, builds the same optimiser, and its weights are its own."""
+    import copy
+    import functools
+    import threading
+
+    lock = threading.Lock()  # what the CLI's instantiator reaches under DDP
+    factory = functools.partial(lambda params, lr, held: torch.optim.Adam(params, lr=lr), lr=0.01, held=lock)
+    with pytest.raises(TypeError, match="cannot pickle '_thread.lock'"):
+        copy.deepcopy(factory)
+    model = RAMLitModule(tiny_net(), optimizer=factory)
+    twin = copy.deepcopy(model)
+    assert twin.optimizer_factory is model.optimizer_factory
+    assert twin.configure_optimizers().param_groups[0]["lr"] == 0.01
+    assert all(a is not b and torch.equal(a, b) for a, b in zip(twin.parameters(), model.parameters()))

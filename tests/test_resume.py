@@ -61,13 +61,13 @@ RACNN = {  # steps: 0 warmup, 1-2 pretrain, 3-4 cls, 5-7 rank, 8.. cls
 }
 
 
-def _fit(tmp_path, name, config, overrides, ckpt=None):
+def _fit(tmp_path, name, config, overrides, ckpt=None, test_after_fit=False):
     """``train.py fit`` through the CLI in this process; returns the final weights and the run's
     logged metrics ``{(step, name): value}``."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(overrides))
     args = ["fit", "--config", os.path.join(ROOT, "configs", config), "--config", str(path),
-            "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path / name),
+            "--test_after_fit", str(test_after_fit).lower(), "--trainer.default_root_dir", str(tmp_path / name),
             "--trainer.logger.init_args.name", name]
     if ckpt is not None:
         args += ["--ckpt_path", ckpt]

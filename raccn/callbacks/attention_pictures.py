@@ -31,6 +31,7 @@ from torch import Tensor
 
 from raccn.callbacks.run_dir import run_dir
 from raccn.viz import grid
+from raccn.write_errors import explain_write_errors
 
 __all__ = ["AttentionPictureCallback", "Rendered"]
 
@@ -171,16 +172,19 @@ class AttentionPictureCallback(pl.Callback):
         finally:
             pl_module.train(was_training)
         folder = os.path.join(run_dir(trainer), self.dirname, tag)
-        os.makedirs(folder, exist_ok=True)
         self.written = []
+        with explain_write_errors("attention picture folder", folder):
+            os.makedirs(folder, exist_ok=True)
         for i, pic in enumerate(out.pictures):
             path = os.path.join(folder, f"{split}_{i:02d}.png")
-            pic.save(path)
+            with explain_write_errors("attention picture", path):
+                pic.save(path)
             self.written.append(path)
         sheet = os.path.join(folder, "grid.png")
-        grid(out.pictures).save(sheet)
+        with explain_write_errors("attention picture", sheet):
+            grid(out.pictures).save(sheet)
         table = os.path.join(folder, "table.csv")
-        with open(table, "w", newline="") as fh:
+        with explain_write_errors("attention table", table), open(table, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(out.columns)
             writer.writerows(out.rows)

@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from raccn.callbacks.run_dir import run_dir
+from raccn.write_errors import explain_write_errors
 
 __all__ = ["EvalReportWriter", "ReportRow", "report_rows"]
 
@@ -146,13 +147,14 @@ class EvalReportWriter(pl.Callback):
                            "report was written; log accuracies as test/acc* to get one.")
             return
         folder = run_dir(trainer)
-        os.makedirs(folder, exist_ok=True)
         base = os.path.join(folder, self.filename)
-        with open(base + ".csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(report["rows"])
-        with open(base + ".json", "w") as fh:
+        with explain_write_errors("test report", base + ".csv"):
+            os.makedirs(folder, exist_ok=True)
+            with open(base + ".csv", "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(report["rows"])
+        with explain_write_errors("test report", base + ".json"), open(base + ".json", "w") as fh:
             json.dump(report, fh, indent=2)
         self.written = [base + ".csv", base + ".json"]
         rows = [ReportRow(r["row"], r["metric"], r["accuracy"]) for r in report["rows"]]

@@ -38,6 +38,7 @@ from raccn.callbacks.attention_pictures import AttentionPictureCallback
 from raccn.callbacks.run_dir import run_dir
 from raccn.lit.sequence_accuracy import label_strings
 from raccn.viz import draw_glimpse_path, draw_zoom_chain, slot_colours
+from raccn.write_errors import explain_write_errors
 
 __all__ = ["PredictionWriter"]
 
@@ -89,9 +90,10 @@ class PredictionWriter(BasePredictionWriter):
         self.folder = os.path.join(run_dir(trainer), self.dirname)
         self.rows, self._seen = [], 0
         if trainer.is_global_zero:
-            os.makedirs(self.folder, exist_ok=True)
-            with open(self.csv_path, "w", newline="") as fh:
-                csv.writer(fh).writerow(SEQUENCE_COLUMNS if _reads_sequences(pl_module) else COLUMNS)
+            with explain_write_errors("predictions", self.csv_path):
+                os.makedirs(self.folder, exist_ok=True)
+                with open(self.csv_path, "w", newline="") as fh:
+                    csv.writer(fh).writerow(SEQUENCE_COLUMNS if _reads_sequences(pl_module) else COLUMNS)
 
     @property
     def csv_path(self) -> str:
@@ -133,17 +135,22 @@ class PredictionWriter(BasePredictionWriter):
                         for label, k, p in zip(labels, preds, probs)]
             pictures = self.draw(trainer, pl_module, images, prediction, captions)
             for picture, file in zip(pictures, files):
-                picture.save(os.path.join(self.folder, file))
+                self._save(picture, file)
         prediction.pop("crops", None)
         if not self.pictures:
             files = [""] * len(names)
         rows = [list(row) for row in zip(names, preds, labels, probs, files)]
-        with open(self.csv_path, "a", newline="") as fh:
+        with explain_write_errors("predictions", self.csv_path), open(self.csv_path, "a", newline="") as fh:
             csv.writer(fh).writerows(rows)
         self.rows += rows
         for n, k, label, p, f in rows:
             where = f" -> {os.path.join(self.folder, f)}" if f else ""
             rank_zero_info(f"{n}: {label} (class {k}), p = {p:.4f}{where}")
+
+    def _save(self, picture: Image.Image, file: str) -> None:
+        path = os.path.join(self.folder, file)
+        with explain_write_errors("prediction picture", path):
+            picture.save(path)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -157,11 +164,11 @@ class PredictionWriter(BasePredictionWriter):
         if self.pictures:
             captions = [f"read {n or '-'}, p = {p:.2f}" for n, p in zip(numbers, probs)]
             for picture, file in zip(self.draw(trainer, pl_module, images, prediction, captions), files):
-                picture.save(os.path.join(self.folder, file))
+                self._save(picture, file)
         else:
             files = [""] * len(names)
         rows = [list(row) for row in zip(names, numbers, probs, files)]
-        with open(self.csv_path, "a", newline="") as fh:
+        with explain_write_errors("predictions", self.csv_path), open(self.csv_path, "a", newline="") as fh:
             csv.writer(fh).writerows(rows)
         self.rows += rows
         for n, number, p, f in rows:

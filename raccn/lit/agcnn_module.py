@@ -39,6 +39,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.lit.phase_schedule import StageSchedule
+from raccn.lit.shared_on_copy import shared_on_copy
 from raccn.lit.staged_training import StagedTraining, cosine_factor, eval_mode
 from raccn.models.agcnn import AGCNN, BRANCHES, AGCNNOutput
 from raccn.ops.boxes import box_iou_pairs
@@ -83,7 +84,7 @@ class AGCNNLitModule(StagedTraining, pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer"])
         if "_instantiator" in self.hparams:
             self.save_hyperparameters(ignore=["optimizer"])
-        self.net, self.optimizer = net, optimizer
+        self.net, self.optimizer = net, shared_on_copy(optimizer)  # (EMA's copies under DDP)
         acc = lambda: MulticlassAccuracy(net.num_classes, average="micro")
         self.metrics = nn.ModuleDict({
             split: nn.ModuleDict({f"acc_{b}": acc() for b in BRANCHES} | {"crop_iou": MeanMetric()})

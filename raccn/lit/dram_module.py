@@ -26,6 +26,7 @@ from torch import Tensor
 
 from raccn.lit.glimpse_training import GlimpseTraining, check_settings
 from raccn.lit.sequence_accuracy import SequenceAccuracy, sequence_probability
+from raccn.lit.shared_on_copy import shared_on_copy
 from raccn.losses import DRAMLoss, dram_loss
 from raccn.losses.dram_loss import REWARDS
 from raccn.models import DeepRecurrentAttentionModel, SequenceCNN
@@ -86,7 +87,7 @@ class DRAMLitModule(GlimpseTraining, pl.LightningModule):
         if "_instantiator" in self.hparams:
             self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.optimizer_factory, self.scheduler_factory = shared_on_copy(optimizer), shared_on_copy(scheduler)
         self.val_scores = SequenceAccuracy(net.max_digits, net.eos_index)
         self.test_scores = SequenceAccuracy(net.max_digits, net.eos_index)
 

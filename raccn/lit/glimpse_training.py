@@ -11,6 +11,7 @@ own metrics; it expects ``self.net`` (with ``glimpse_net.patch_size``, ``in_chan
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -30,6 +31,19 @@ def check_settings(reinforce_weight: float, mc_samples: int, policy_lr_factor: f
             f"policy_lr_factor must be > 0 (it multiplies the optimiser's lr for the "
             f"location policy; 1 = same lr), got {policy_lr_factor!r}"
         )
+
+
+def missing_cxx_compiler() -> str | None:
+    """Why torch.compile's default backend (inductor) cannot build CPU kernels here, or ``None``:
+    none of the C++ compilers it would use (``torch._inductor.config.cpp.cxx``: ``$CXX``, else
+    ``g++``) is on ``PATH``."""
+    from torch._inductor import config
+
+    cxx = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+    names = [c for c in cxx if c]
+    if not names or any(shutil.which(c) for c in names):
+        return None  # (None alone: inductor's own search, e.g. a conda install of g++)
+    return f"no C++ compiler found: {', '.join(names)} not found (set CXX to one)"
 
 
 @functools.cache
@@ -92,7 +106,14 @@ class GlimpseTraining:
 
     def compiled_training_loss(self, *batch):
         """``training_loss`` through ``torch.compile`` (``compile=True``); eager, with a warning,
-        once compiling has failed (no C++ compiler, an unsupported op, ...)."""
+        once compiling has failed (no C++ compiler, an unsupported op, ...). On CPU a missing C++
+        compiler is found before compiling: inductor would trace and lower the whole loss first,
+        tens of seconds, only to fail at building its first kernel."""
+        if not self._compile_failed and self.device.type == "cpu" and (why := missing_cxx_compiler()):
+            rank_zero_warn(f"model.compile: torch.compile failed ({why}); training continues eagerly. "
+                           "Install a C++ compiler (gcc or clang) or set model.init_args.compile: false "
+                           "to silence this.")
+            self._compile_failed = True
         if not self._compile_failed:
             try:
                 return compiled(type(self).training_loss)(self, *batch)

@@ -49,6 +49,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.lit.phase_schedule import PhaseSchedule
 from raccn.lit.recipe_extras import NO_EXTRAS, RecipeExtras
+from raccn.lit.shared_on_copy import shared_on_copy
 from raccn.lit.staged_training import StagedTraining, cosine_factor, eval_mode
 from raccn.losses import ranking_loss
 from raccn.losses.apn_pretrain import pretrain_squares
@@ -138,7 +139,7 @@ class RACNNLitModule(StagedTraining, pl.LightningModule):
             self.save_hyperparameters(ignore=["cls_optimizer", "apn_optimizer"])
         self.hparams["extras"] = asdict(extras)  # plain values in checkpoints
         self.net, self.extras = net, extras
-        self.cls_optimizer, self.apn_optimizer = cls_optimizer, apn_optimizer
+        self.cls_optimizer, self.apn_optimizer = shared_on_copy(cls_optimizer), shared_on_copy(apn_optimizer)
         n = net.num_scales
         self.combos = [f"scale{'+'.join(str(i + 1) for i in range(s + 1))}" for s in range(1, n)]
         acc = lambda: MulticlassAccuracy(net.num_classes, average="micro")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from raccn.lit.glimpse_training import GlimpseTraining, check_settings
+from raccn.lit.shared_on_copy import shared_on_copy
 from raccn.losses import RAMLoss, ram_loss
 from raccn.models import RecurrentAttentionModel
 
@@ -70,7 +71,7 @@ class RAMLitModule(GlimpseTraining, pl.LightningModule):
         if "_instantiator" in self.hparams:
             self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.optimizer_factory, self.scheduler_factory = shared_on_copy(optimizer), shared_on_copy(scheduler)
         self.val_acc = MulticlassAccuracy(net.num_classes, average="micro")
         self.test_acc = nn.ModuleList(
             MulticlassAccuracy(net.num_classes, average="micro") for _ in range(net.glimpses)
