@@ -1,8 +1,9 @@
 """Several processes (issue 21): RAM under Lightning's DDP on CPU (gloo, 2 processes, a
 ``train.py fit`` subprocess with the quick start and an EMA of the weights, which failed under DDP
 before). The weights are identical across the processes and the training set is split between
-them, no image in both but the one the sampler repeats for an odd count. Not tested: attention pictures under DDP (drawing the validation
-pictures on rank 0 hung here, and so did ``test_after_fit``, which draws the test pictures)."""
+them, no image in both but the one the sampler repeats for an odd count; the test after fit
+draws its pictures and writes its report on rank 0 only (rank 0 alone used to enter
+``Trainer.log_dir``'s broadcast there, and the run hung)."""
 
 import os
 import subprocess
@@ -20,9 +21,9 @@ def test_ram_under_ddp_with_ema_same_weights_split_data(tmp_path):
     args = [sys.executable, os.path.join(ROOT, "train.py"), "fit",
             "--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"),
             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
             "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--test_after_fit", "false",
+            "--trainer.enable_model_summary", "false", "--test_after_fit", "true",
             ('--trainer.callbacks+={"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", '
             '"init_args": {"decay": 0.9}}'),
             f'--trainer.callbacks+={{"class_path": "ddp_helpers.RankRecord", "init_args": {{"folder": "{record}"}}}}']
@@ -39,3 +40,8 @@ def test_ram_under_ddp_with_ema_same_weights_split_data(tmp_path):
     seen = [set(r["seen"]) for r in ranks]
     assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == (n + 1) // 2
     assert seen[0] | seen[1] == set(range(n)) and len(seen[0] & seen[1]) == n % 2
+    # the test after fit: pictures and report by rank 0 alone, and the run did not hang
+    tested = [torch.load(record / f"rank{r}_test.pt", weights_only=False)["written"] for r in (0, 1)]
+    assert tested[0]["GlimpseTrajectoryWriter"] and tested[0]["EvalReportWriter"]
+    assert all(os.path.exists(f if os.path.isabs(f) else tmp_path / f) for f in tested[0]["GlimpseTrajectoryWriter"])
+    assert tested[1] == {"GlimpseTrajectoryWriter": [], "EvalReportWriter": []}
