@@ -143,18 +143,6 @@ class AGCNNLitModule(StagedTraining, pl.LightningModule):
             metrics["crop_iou"].update(box_iou_pairs(out.boxes, batch[2].to(out.boxes)))
         return out
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")  # the table is printed by raccn.callbacks.EvalReportWriter
-
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         """``pred`` (Tensor[B] int64, the fusion branch's prediction), ``prob`` (Tensor[B], its
         softmax probability) and ``crop_box`` (Tensor[B, 4], the local branch's crop (x0, y0, x1,

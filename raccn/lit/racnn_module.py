@@ -319,18 +319,6 @@ class RACNNLitModule(StagedTraining, pl.LightningModule):
             for s, box in enumerate(self.image_boxes(out), start=2):
                 metrics[f"apn_iou_scale{s}"].update(box_iou_pairs(square_to_xyxy(box), batch[2].to(box)))
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")  # the paper's table is printed by raccn.callbacks.EvalReportWriter
-
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor | list[Tensor]]:
         """``pred`` (Tensor[B] int64, fused prediction), ``prob`` (Tensor[B], its fused softmax
         probability), ``boxes`` (Tensor[B, N-1, 3], see ``image_boxes``) and ``crops`` (the

@@ -5,7 +5,8 @@ rate schedules, networks frozen in eval mode, and per-epoch metrics.
 A mixin (like ``GlimpseTraining``), so that each LightningModule keeps its own signature (read by
 LightningCLI), its own schedule and its own metrics. It expects ``self.metrics``, a
 ``ModuleDict`` of ``ModuleDict``\\ s of metrics per split (``"val"``, ``"test"``), and the class
-attribute ``ddp_reason`` (why DDP needs ``find_unused_parameters``).
+attribute ``ddp_reason`` (why DDP needs ``find_unused_parameters``), and ``_evaluate(batch,
+split)``, which updates that split's metrics for a batch.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ class StagedTraining:
             schedulers = self.lr_schedulers()
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
                 scheduler.step()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")  # the table is printed by raccn.callbacks.EvalReportWriter
 
     def _log_epoch(self, split: str) -> dict[str, float]:
         """Compute, log (``<split>/<name>``) and reset the split's metrics; a mean of nothing
