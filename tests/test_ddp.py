@@ -12,7 +12,12 @@ subprocesses, each process recording what it did with ``ddp_helpers.RankRecord``
 - RA-CNN across warm-up, APN pre-training, classification and ranking: every process in the same
   phase at every step, the weights identical at the end and during validation (batch-norm
   statistics included: ``raccn.callbacks.BufferSync``), pictures and report by rank 0 only.
-- Resuming into another number of processes (see ``test_racnn_resumes_into_another_number_of_processes``).
+- RA-CNN resumed on the same 2 processes: bit-identical to the run that never stopped (the
+  distributed sampler's epoch: ``raccn.callbacks.ResumeState``); resumed on another number of
+  processes, 2 -> 1 and 1 -> 2: what continues and what does not (the test's docstring).
+
+One RAM run (W&B offline, 3 steps) serves the first three tests, one RA-CNN run (12 steps) the
+others; the one-process resume runs in this process.
 """
 
 import csv
