@@ -18,8 +18,10 @@ Every run also gets these callbacks, whatever the config lists (options on the c
 ``--predictions.upscale``), ``resume_state`` (``raccn.callbacks.ResumeState``: the random streams
 in every checkpoint, so that ``fit --ckpt_path`` resumes exactly), ``interrupt_checkpoint``
 (``raccn.callbacks.InterruptCheckpoint``: on SIGTERM or Ctrl-C, ``interrupted.ckpt`` beside
-``last.ckpt``) and ``non_finite`` (``raccn.callbacks.NonFiniteGuard``: steps with a non-finite
-loss or gradient skipped and counted, ``--non_finite.max_consecutive`` in a row stop training).
+``last.ckpt``), ``non_finite`` (``raccn.callbacks.NonFiniteGuard``: steps with a non-finite
+loss or gradient skipped and counted, ``--non_finite.max_consecutive`` in a row stop training)
+and ``buffer_sync`` (``raccn.callbacks.BufferSync``: under DDP, every process evaluates with rank
+0's batch-norm statistics and ends training with them).
 Do not list them in ``trainer.callbacks`` too. Checkpoints are written atomically
 (``raccn.atomic_checkpoint_io``) unless ``trainer.plugins`` names another ``CheckpointIO``.
 """
@@ -41,6 +43,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from raccn.atomic_checkpoint_io import AtomicCheckpointIO
 from raccn.callbacks import (
+    BufferSync,
     EvalReportWriter,
     InterruptCheckpoint,
     NonFiniteGuard,
@@ -77,6 +80,8 @@ class RaccnCLI(LightningCLI):
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         # a step with a non-finite loss or gradient is skipped; too many in a row stop training
         parser.add_lightning_class_args(NonFiniteGuard, "non_finite")
+        # under DDP, evaluation and the end of training with rank 0's batch-norm statistics
+        parser.add_lightning_class_args(BufferSync, "buffer_sync")
 
     def _ckpt_path(self) -> str | None:
         subcommand = self.config.get("subcommand")

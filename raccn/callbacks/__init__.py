@@ -1,7 +1,9 @@
 """Lightning callbacks: attention pictures (PNG + W&B), the test report, prediction files, and the
-fault tolerance of training (exact resume, interrupts, non-finite steps)."""
+fault tolerance of training (exact resume, interrupts, non-finite steps), rank 0's buffers
+under DDP."""
 
 from raccn.callbacks.attention_pictures import AttentionPictureCallback, Rendered
+from raccn.callbacks.buffer_sync import BufferSync
 from raccn.callbacks.eval_report import EvalReportWriter
 from raccn.callbacks.glimpse_trajectories import GlimpseTrajectoryWriter
 from raccn.callbacks.interrupt_checkpoint import InterruptCheckpoint
@@ -13,6 +15,7 @@ from raccn.callbacks.zoom_chains import ZoomChainWriter
 
 __all__ = [
     "AttentionPictureCallback",
+    "BufferSync",
     "EvalReportWriter",
     "GlimpseTrajectoryWriter",
     "InterruptCheckpoint",

@@ -25,7 +25,12 @@ skips the validation the uninterrupted run did after it (its metrics are not log
 
 Under DDP the checkpoint holds rank 0's streams and every rank resumes from them; Lightning seeds
 every rank alike, so ranks that draw the same number of values keep equal streams and this is
-exact; it is not when ranks draw differently (e.g. uneven last batches).
+exact; it is not when ranks draw differently (e.g. uneven last batches). The shuffle is then the
+distributed sampler's, drawn from its seed and the epoch Lightning gives it (``set_epoch``); after
+a resume from a checkpoint written at an epoch's end, Lightning (2.6) gives it the next epoch's
+number, in every later epoch too, so the data read after such a resume were those of other
+epochs. At the start of every training epoch the sampler is set to ``trainer.current_epoch``,
+the number Lightning gives it in a run that never stopped.
 """
 
 from __future__ import annotations
@@ -98,6 +103,15 @@ class ResumeState(Callback):
             )
             return
         loader.resume_from(data["rng"], data["skip"])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The (distributed) sampler's epoch: ``trainer.current_epoch`` (module docstring). Not
+        called in the epoch a mid-epoch checkpoint resumes, where Lightning's number is right."""
+        loader = trainer.train_dataloader
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for sampler in (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(trainer.current_epoch)
 
 
 def _rng_states() -> dict[str, Any]:
