@@ -3,8 +3,9 @@ with the same weights, bit for bit (CPU, deterministic), and logs the same metri
 point as the run that never stopped. Stopping points: mid-epoch (``every_n_train_steps``
 checkpoints, as SIGTERM leaves), at an epoch's last batch before its validation, and after
 validation (``last.ckpt``), and by SIGTERM or Ctrl-C sent to a real ``train.py`` process;
-RAM with its REINFORCE sampling and an EMA of the weights; RA-CNN in
-the middle of a pre-training phase and of a ranking phase.
+RAM with its REINFORCE sampling and an EMA of the weights; DRAM with its sampling, random
+crops and Monte Carlo validation; RA-CNN in the middle of a pre-training phase and of a ranking
+phase.
 
 The checkpoints are all written by one uninterrupted run (writing one changes nothing in it) and
 each is resumed in a fresh CLI run. Tiny configs: 4 batches an epoch, small canvases."""
@@ -59,6 +60,18 @@ RACNN = {  # steps: 0 warmup, 1-2 pretrain, 3-4 cls, 5-7 rank, 8.. cls
                    "pretrain_target": "centroid", "pretrain_features": "stride8"},
     }},
 }
+
+
+def _dram(tmp_path):
+    """A tiny DRAM on 40 embedded house numbers (rendered into ``tmp_path`` once)."""
+    return {
+        "seed_everything": 7,
+        "data": {"init_args": {"data_dir": str(tmp_path / "house_numbers"), "batch_size": 8, "train_size": 40,
+                               "test_size": 8, "val_split": 0.2}},
+        "model": {"init_args": {"mc_samples": 2, "net": {"init_args": {
+            "patch_size": 8, "conv_channels": [4, 4, 4], "glimpse_dim": 16, "hidden_size": 16,
+            "context_size": 8, "context_channels": [4, 4, 4]}}}},
+    }
 
 
 def _fit(tmp_path, name, config, overrides, ckpt=None, test_after_fit=False):
@@ -124,6 +137,15 @@ def test_ram_resumes_exactly(tmp_path):
     overrides["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
     _assert_resumes_exactly(tmp_path, "ram_quickstart.yaml", overrides,
                             ["step*step=3.ckpt", "step*step=4.ckpt", "val*epoch=0.ckpt", "step*step=6.ckpt"])
+
+
+def test_dram_resumes_exactly(tmp_path):
+    """The location policy's sampling, the random 32-px crops of the training numbers and the
+    validation's 2 Monte Carlo rollouts: stopped mid-epoch 0 (step 2), at its last batch before
+    validation (step 4) and after it (val epoch 0)."""
+    overrides = {**_dram(tmp_path), "trainer": _trainer(tmp_path, 2)}
+    _assert_resumes_exactly(tmp_path, "dram_quickstart.yaml", overrides,
+                            ["step*step=2.ckpt", "step*step=4.ckpt", "val*epoch=0.ckpt"])
 
 
 def test_racnn_resumes_exactly_in_pretrain_and_in_rank(tmp_path):
