@@ -234,3 +234,31 @@ def test_unreachable_wandb_server_falls_back_to_offline_in_time(tmp_path, monkey
         logged = next(csv.reader(f))  # the CSV logger's columns: every metric logged
     for key in ("trainer/global_step", *[k for k in logged if k.startswith(("train/", "val/"))]):
         assert key.encode() in records, key
+
+
+def test_validation_pictures_keep_the_same_images_when_validation_is_smaller_than_num_images(tmp_path, monkeypatch):
+    """A validation set (or a DDP process's share of it) smaller than ``num_images``: every epoch
+    draws the same images, as many as there are (they used to be collected again each epoch, the
+    second epoch drawing each image twice)."""
+    import pytorch_lightning as pl
+
+    from raccn.callbacks import GlimpseTrajectoryWriter
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    cli = main(["--config", os.path.join(ROOT, "configs", "ram_quickstart.yaml"), "--trainer.logger=false",
+                "--data.init_args.batch_size=2"], run=False)
+    drawn = []
+
+    class Writer(GlimpseTrajectoryWriter):
+        def render(self, pl_module, images, *args, **kwargs):
+            drawn.append(images.clone())
+            return super().render(pl_module, images, *args, **kwargs)
+
+    writer = Writer(num_images=8, every_n_epochs=1)
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                         accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[writer])
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert len(drawn) == 3 and all(d.shape[0] == 4 for d in drawn), [d.shape for d in drawn]
+    assert all(torch.equal(d, drawn[0]) for d in drawn)

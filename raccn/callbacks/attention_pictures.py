@@ -75,6 +75,7 @@ class AttentionPictureCallback(pl.Callback):
         self.num_images, self.dirname, self.key = num_images, dirname, key
         self.every_n_epochs, self.upscale, self.seed = every_n_epochs, upscale, seed
         self._fixed: dict[str, list[list[Tensor]]] = {"val": [], "test": []}
+        self._val_collected = False  # the first validation epoch has run: the val images are fixed
         self._val_drawn: int | None = None  # epoch whose validation pictures are written
         self.written: list[str] = []  #: files written by the last call
 
@@ -95,6 +96,8 @@ class AttentionPictureCallback(pl.Callback):
     # -- collection of the fixed images ----------------------------------------------------
     def _collect(self, split: str, batch: Any) -> None:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            return
+        if split == "val" and self._val_collected:  # (a validation share smaller than num_images)
             return
         store = self._fixed[split]
         need = self.num_images - sum(len(part[0]) for part in store)
@@ -150,9 +153,12 @@ class AttentionPictureCallback(pl.Callback):
         self._val_drawn = trainer.current_epoch
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
         # a loader without a length (num_val_batches inf) is drawn here instead
-        if not trainer.sanity_checking and self._val_due(trainer) and self._val_drawn != trainer.current_epoch:
+        if self._val_due(trainer) and self._val_drawn != trainer.current_epoch:
             self._emit_val(trainer, pl_module)
+        self._val_collected = True  # the same images in every later epoch, however few they were
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._emit(trainer, pl_module, "test", "test")
