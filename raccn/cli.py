@@ -88,15 +88,42 @@ class RaccnCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         return path if path and os.path.isfile(path) else None
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Also keep the command line's ``--model.init_args.<key>`` names (:meth:`_parse_ckpt_path`)."""
+        given = sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else []
+        self._model_args_given = {a.split("=", 1)[0][len("--model.init_args."):]
+                                  for a in given if isinstance(a, str) and a.startswith("--model.init_args.")}
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
         """Refuse a checkpoint of another model or network class than the config's, naming
-        both (Lightning's parse, which follows, would silently swap in the checkpoint's model)."""
+        both (Lightning's parse, which follows, would silently swap in the checkpoint's model).
+        Lightning's parse then puts the checkpoint's hyper-parameters over the config's; a
+        setting outside ``net`` given on the command line wins again (e.g. ``test
+        --model.init_args.mc_samples 10`` evaluates with 10 rollouts; it was silently dropped
+        before), said in a line; one of ``net`` cannot (the weights need the checkpoint's) and
+        a warning says it is not used."""
         self._ckpt_hparams = None
         path = self._ckpt_path()
-        if path is not None:
-            self._ckpt_hparams = read_hparams(path)
-            check_model_classes(path, self._ckpt_hparams, self.config[self.config.subcommand].model)
+        if path is None:
+            return super()._parse_ckpt_path()
+        self._ckpt_hparams = read_hparams(path)
+        subcommand = self.config.subcommand
+        check_model_classes(path, self._ckpt_hparams, self.config[subcommand].model)
+        asked = self.config[subcommand].model.clone()
         super()._parse_ckpt_path()
+        model = self.config[subcommand].model
+        for key in sorted(getattr(self, "_model_args_given", ())):
+            value, got = asked.get(f"init_args.{key}"), model.get(f"init_args.{key}")
+            if got == value:
+                continue
+            if key.startswith("net"):
+                warnings.warn(f"{subcommand} --ckpt_path {path}: --model.init_args.{key}={value!r} not used, "
+                              f"the network is the checkpoint's ({got!r})", stacklevel=2)
+            else:
+                model[f"init_args.{key}"] = value
+                rank_zero_info(f"{subcommand}: model.init_args.{key}={value!r} from the command line (the "
+                               f"checkpoint {os.path.basename(path)} has {got!r})")
 
     def after_instantiate_classes(self) -> None:
         """Refuse a checkpoint trained for another number of classes than the data has."""

@@ -231,3 +231,19 @@ def test_mc_samples_average_separately_seeded_rollouts(monkeypatch):
             singles.append(net(x).logits.softmax(-1))
     torch.testing.assert_close(batched, torch.stack(singles).mean(0), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the rollouts do differ
+
+
+def test_command_line_settings_override_the_checkpoints_except_the_networks(tmp_path, monkeypatch):
+    """``test --ckpt_path`` rebuilds the model from the checkpoint's settings (Lightning's CLI);
+    a training-procedure setting given on the command line wins (``mc_samples``: it was silently
+    dropped), the config file's does not, and a network setting is refused with a warning."""
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, "configs", "ram_quickstart.yaml")
+    main(["fit", "--config", config, *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.limit_val_batches=1", "--test_after_fit=false", "--model.init_args.mc_samples=2"])
+    ckpt = tmp_path / "runs" / "ram_quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    run = ["validate", "--config", config, *QUICK, f"--ckpt_path={ckpt}", "--trainer.limit_val_batches=1"]
+    assert main(run).model.hparams.mc_samples == 2  # the config file says 1: the checkpoint's stays
+    with pytest.warns(UserWarning, match="net.init_args.std=0.5 not used"):
+        cli = main([*run, "--model.init_args.mc_samples=4", "--model.init_args.net.init_args.std=0.5"])
+    assert cli.model.hparams.mc_samples == 4 and cli.model.net.locator.std != 0.5
