@@ -28,6 +28,7 @@ per-pixel windows.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -76,22 +77,15 @@ class LocalSelfAttention2d(nn.Module):
         """Weights ``Tensor[B, Nh, k*k, H W]``: ``[b, h, p, ij]`` weighs neighbour ``p`` of pixel
         ``ij`` (row-major offsets as :meth:`offsets`); 0 outside the image."""
         B, _, H, W = x.shape
-        a, _ = self._attend(x)  # (k*k, H, W, Nh, B)
-        return a.permute(4, 3, 0, 1, 2).reshape(B, self.heads, -1, H * W)
+        return self._attend(x).permute(4, 3, 0, 1, 2).reshape(B, self.heads, -1, H * W)
 
-    def _attend(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Weights ``Tensor[k*k, H, W, Nh, B]`` and the ``k*k`` shifted values, each
-        ``Tensor[H, W, Nh, d, B]`` (neighbour ``p`` of every pixel, 0 outside the image)."""
-        B, _, H, W = x.shape
+    def _attend(self, x: Tensor) -> Tensor:
+        """Weights ``Tensor[k*k, H, W, Nh, B]``, ``[p, i, j, h, b]`` as :meth:`attention`'s."""
+        _, _, H, W = x.shape
         Nh, k, pad = self.heads, self.kernel_size, self.kernel_size // 2
-
-        def heads_last(t: Tensor) -> Tensor:  # (B, C_out, h, w) -> (h, w, Nh, d, B)
-            return t.reshape(B, Nh, -1, *t.shape[-2:]).permute(3, 4, 1, 2, 0).contiguous()
-
-        q = heads_last(self.query(x))  # (H, W, Nh, d, B)
+        q = heads_last(self.query(x), Nh)  # (H, W, Nh, d, B)
         d = q.shape[3]
-        keys = neighbours(heads_last(F.pad(self.key(x), (pad,) * 4)), k, H, W)
-        values = neighbours(heads_last(F.pad(self.value(x), (pad,) * 4)), k, H, W)
+        keys = neighbours(heads_last(F.pad(self.key(x), (pad,) * 4), Nh), k, H, W)
         logits = torch.stack([(q * k_p).sum(3) for k_p in keys])  # (k*k, H, W, Nh, B): q_ijᵀ k_ab
         # q_ijᵀ r_{a-i, b-j} = q_ijᵀ [r_row; 0]_{a-i} + q_ijᵀ [0; r_col]_{b-j}: 2k products, not k^2
         C, half = Nh * d, self.rel_row.shape[1]
@@ -100,21 +94,33 @@ class LocalSelfAttention2d(nn.Module):
         rel = (torch.einsum("ijhcn,uhc->uijhn", q, r_row)[:, None]
                + torch.einsum("ijhcn,vhc->vijhn", q, r_col)[None])  # (k, k, H, W, Nh, B)
         logits += rel.reshape(logits.shape)
-        inside = torch.stack(neighbours(F.pad(x.new_ones(H, W), (pad,) * 4), k, H, W))  # (k*k, H, W)
+        inside = torch.stack([*neighbours(F.pad(x.new_ones(H, W), (pad,) * 4), k, H, W)])
         logits += inside.log().to(logits.dtype)[..., None, None]  # 0 inside the image, -inf outside
-        return torch.softmax(logits, dim=0), values
+        return torch.softmax(logits, dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, H, W = x.shape
-        a, values = self._attend(x)
+        k, pad = self.kernel_size, self.kernel_size // 2
+        a = self._attend(x)  # (k*k, H, W, Nh, B)
+        values = neighbours(heads_last(F.pad(self.value(x), (pad,) * 4), self.heads), k, H, W)
         terms = (a_p[..., None, :] * v_p for a_p, v_p in zip(a.unbind(0), values))
-        y = functools.reduce(torch.add, terms)  # (H, W, Nh, d, B)
+        y = functools.reduce(torch.add, terms)  # (H, W, Nh, d, B): sum over ab of a_ab v_ab
         y = y.permute(4, 2, 3, 0, 1).reshape(B, -1, H, W)  # (B, C_out, H, W)
         return F.avg_pool2d(y, self.stride) if self.stride > 1 else y
 
 
-def neighbours(t: Tensor, k: int, H: int, W: int) -> list[Tensor]:
+def heads_last(t: Tensor, heads: int) -> Tensor:
+    """``Tensor[B, C, h, w]`` -> contiguous ``Tensor[h, w, heads, C / heads, B]``."""
+    B, _, h, w = t.shape
+    return t.reshape(B, heads, -1, h, w).permute(3, 4, 1, 2, 0).contiguous()
+
+
+def neighbours(t: Tensor, k: int, H: int, W: int) -> Iterator[Tensor]:
     """The ``k*k`` views ``t[a : a + H, b : b + W]`` of a padded ``Tensor[H + k - 1, W + k - 1,
-    ...]``, row-major over ``(a, b)``: view ``p`` holds neighbour ``p`` of every pixel."""
-    rows = [t[a:a + H] for a in range(k)]
-    return [row[:, b:b + W] for row in rows for b in range(k)]
+    ...]``, row-major over ``(a, b)``: view ``p`` holds neighbour ``p`` of every pixel. Made one
+    at a time, each just before its use, so that backward adds each view's gradient into ``t``'s
+    right after computing it (rather than holding all ``k*k``, ``k*k`` times the size of ``t``)."""
+    for a in range(k):
+        row = t[a:a + H]
+        for b in range(k):
+            yield row[:, b:b + W]
