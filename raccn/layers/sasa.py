@@ -105,7 +105,10 @@ class LocalSelfAttention2d(nn.Module):
         values = neighbours(heads_last(F.pad(self.value(x), (pad,) * 4), self.heads), k, H, W)
         terms = (a_p[..., None, :] * v_p for a_p, v_p in zip(a.unbind(0), values))
         y = functools.reduce(torch.add, terms)  # (H, W, Nh, d, B): sum over ab of a_ab v_ab
-        y = y.permute(4, 2, 3, 0, 1).reshape(B, -1, H, W)  # (B, C_out, H, W)
+        # y as (B, C_out, H, W): as_strided, not permute, so that backward copies the incoming
+        # gradient into y's layout once, rather than every per-offset product reading it strided
+        C = y.shape[2] * y.shape[3]
+        y = y.contiguous().as_strided((B, C, H, W), (1, B, W * C * B, C * B)).contiguous()
         return F.avg_pool2d(y, self.stride) if self.stride > 1 else y
 
 
