@@ -13,9 +13,10 @@ initialised), fed random images at the data module's canvas size and batch size.
 - ``macs_per_image``: one evaluation-mode forward of the batch under
   ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions, matrix products
   (``einsum`` included) and attention in FLOPs, 2 per multiply-add: MACs = FLOPs / 2, divided by
-  the batch size; plus what it cannot see, SASA's attention written as element-wise products
-  summed (``NOT_COUNTED``, also given alone as ``macs_not_seen_by_counter``). Other element-wise
-  work, pooling, interpolation and ``grid_sample`` are not counted.
+  the batch size; plus what it cannot see, SASA's ``q·k`` and weighted sum written as
+  element-wise products summed (``NOT_COUNTED``, also given alone as
+  ``macs_not_seen_by_counter``). Other element-wise work, pooling, interpolation and
+  ``grid_sample`` are not counted.
 - ``step_ratio``: RA-CNN rows, a classification-phase step (forward of both scales with the
   APN's box detached, per-scale + fused cross-entropy, backward, a step of the configured
   classification optimiser); ``rank_step_ratio``: a ranking-phase step (trunks and classifiers
@@ -129,9 +130,10 @@ def agcnn_steps(model: AGCNNLitModule, images, target) -> dict[str, Callable[[],
     return {f"{s}_step": stage_step(s) for s in STAGES}
 
 
-# Multiply-adds FlopCounterMode does not see: SASA's logits q·(k + r) and its weighted sum of the
-# values are element-wise products summed (over the unfolded k x k neighbourhoods), C_out k^2 per
-# pixel each. module class -> f(module, input) -> multiply-adds of one call.
+# Multiply-adds FlopCounterMode does not see: SASA's logits q·k and its weighted sum of the values
+# are element-wise products summed (over the k x k shifted views of k and v), C_out k^2 per pixel
+# each; its relative logits q·r are einsums (2 C_out k per pixel), which it sees.
+# module class -> f(module, input) -> multiply-adds of one call.
 NOT_COUNTED = {
     LocalSelfAttention2d: lambda m, x: 2 * m.query.out_channels * m.kernel_size**2 * x[0, 0].numel() * len(x),
 }

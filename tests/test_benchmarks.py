@@ -88,13 +88,14 @@ def test_zoo_cost_rows_against_the_blocks_own_parameters_and_multiply_adds(capsy
 
 
 def test_zoo_cost_counts_sasa_products_the_flop_counter_misses():
-    """FlopCounterMode sees only SASA's three 1x1 projections (3 C C per pixel); its logits and
-    weighted sum (C k^2 multiply-adds per pixel each) come from the benchmark's own count."""
+    """FlopCounterMode sees SASA's three 1x1 projections (3 C C per pixel) and its relative
+    logits (einsums of q with the k row and the k column embeddings, 2 C k per pixel); its q·k
+    and weighted sum (C k^2 multiply-adds per pixel each) come from the benchmark's own count."""
     from raccn.layers import LocalSelfAttention2d
     bench = load_benchmark("zoo_cost")
     m, x = LocalSelfAttention2d(8, heads=2, kernel_size=3), torch.rand(2, 8, 5, 7)
     counted, extra = bench.macs(m, x)
-    assert counted == 3 * 8 * 8 * 35 and extra == 2 * 8 * 9 * 35
+    assert counted == (3 * 8 * 8 + 2 * 8 * 3) * 35 and extra == 2 * 8 * 9 * 35
 
 
 def test_dram_cost_counts_the_glimpse_samples_and_the_cnn_convolutions(tmp_path, capsys):

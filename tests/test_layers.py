@@ -280,6 +280,52 @@ def test_sasa_against_a_loop_over_neighbourhoods(kernel_size):
     torch.testing.assert_close(m(x), reference_sasa(m, x))
 
 
+def unfold_sasa(m: LocalSelfAttention2d, x):
+    """Eq. (3) as the layer first computed it: neighbourhoods gathered with ``F.unfold``, logits
+    ``(q * (keys + r)).sum`` over each head's channels. Returns ``(y, weights)``, the weights as
+    :meth:`LocalSelfAttention2d.attention` gives them, ``[B, Nh, k*k, H W]``."""
+    B, _, H, W = x.shape
+    Nh, k, pad = m.heads, m.kernel_size, m.kernel_size // 2
+    q = m.query(x).reshape(B, Nh, -1, 1, H * W)
+    d = q.shape[2]
+    keys = F.unfold(m.key(x), k, padding=pad).view(B, Nh, d, k * k, H * W)
+    values = F.unfold(m.value(x), k, padding=pad).view(B, Nh, d, k * k, H * W)
+    r = m.offsets().T.reshape(1, Nh, d, k * k, 1)
+    logits = (q * (keys + r)).sum(2)
+    inside = F.unfold(x.new_ones(1, 1, H, W), k, padding=pad).view(1, 1, k * k, H * W) > 0
+    a = torch.softmax(logits.masked_fill(~inside, float("-inf")), dim=2)
+    y = (a[:, :, None] * values).sum(3).reshape(B, -1, H, W)
+    return (F.avg_pool2d(y, m.stride) if m.stride > 1 else y), a
+
+
+@pytest.mark.parametrize("kernel_size, heads, stride, size", [
+    (7, 3, 1, (5, 6)),  # window wider than the map; head 1 holds row and column channels
+    (5, 4, 2, (9, 4)),
+    (3, 1, 1, (4, 7)),
+])
+def test_sasa_equals_the_unfold_formulation_in_float64(kernel_size, heads, stride, size):
+    """The shifted-view implementation computes the same weights, output and gradients (input,
+    projections, both embeddings) as the ``F.unfold`` one, to float64 rounding."""
+    torch.manual_seed(0)
+    m = LocalSelfAttention2d(5, 12, kernel_size=kernel_size, stride=stride, heads=heads).double()
+    with torch.no_grad():  # small logits: the softmax is not one-hot, every neighbour counts
+        for p in m.parameters():
+            p.mul_(0.5)
+    x = torch.randn(3, 5, *size, dtype=torch.float64, requires_grad=True)
+    y_ref, a_ref = unfold_sasa(m, x)
+    a, y = m.attention(x), m(x)
+    tight = {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(a, a_ref, **tight)
+    assert (a_ref == 0).any() and a_ref.amax(2).max() < 0.9  # borders; no one-hot softmax
+    torch.testing.assert_close(y, y_ref, **tight)
+    w = torch.randn_like(y)
+    inputs = [x, *m.parameters()]
+    grads, grads_ref = (torch.autograd.grad((out * w).sum(), inputs) for out in (y, y_ref))
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, **tight)
+        assert g.abs().max() > 0
+
+
 def test_sasa_weights_stay_inside_the_image_and_stride_pools():
     m = LocalSelfAttention2d(8, 8, kernel_size=3, heads=2)
     a = m.attention(torch.randn(1, 8, 4, 5))  # (1, Nh, 9, 20)

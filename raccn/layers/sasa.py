@@ -14,12 +14,21 @@ average pool follows the attention (§3.1). Placement (paper §3.1): it replaces
 convolution of a ResNet ("full attention"; the stem may stay convolutional).
 
 Neighbours outside the image are left out of the softmax (the paper does not say; zero-padded
-keys would otherwise take weight). The neighbourhoods are gathered with ``F.unfold`` (memory
-``k^2`` times that of ``k`` and ``v``). Written here: timm's ``HaloAttn`` attends within blocks
-plus a halo (Vaswani et al. 2021), not per-pixel windows.
+keys would otherwise take weight). Neighbour ``(a - i, b - j)`` of every pixel is one slice of the
+zero-padded ``k`` (or ``v``) map, a view, so the neighbourhoods are never copied (``F.unfold``
+would write ``k^2`` copies of ``k`` and ``v``, ``d`` times the size of the attention weights, and
+read them again in forward and backward). Per offset, ``q_ijᵀ k_ab`` is a product summed over
+each head's ``d`` channels and ``y`` adds the weighted shifted values; ``q_ijᵀ r`` sums ``q``'s
+products with the ``k`` row and the ``k`` column embeddings. Inside, the pixel axes lead and the
+batch trails, ``(H, W, Nh, d, B)``: each slice is whole rows of ``W C_out B`` contiguous numbers.
+Written here: timm's ``HaloAttn`` attends within blocks plus a halo (Vaswani et al. 2021), not
+per-pixel windows.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -67,23 +76,54 @@ class LocalSelfAttention2d(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """Weights ``Tensor[B, Nh, k*k, H W]``: ``[b, h, p, ij]`` weighs neighbour ``p`` of pixel
         ``ij`` (row-major offsets as :meth:`offsets`); 0 outside the image."""
-        return self._attend(x)[0]
-
-    def _attend(self, x: Tensor) -> tuple[Tensor, Tensor]:
         B, _, H, W = x.shape
+        return self._attend(x).permute(4, 3, 0, 1, 2).reshape(B, self.heads, -1, H * W)
+
+    def _attend(self, x: Tensor) -> Tensor:
+        """Weights ``Tensor[k*k, H, W, Nh, B]``, ``[p, i, j, h, b]`` as :meth:`attention`'s."""
+        _, _, H, W = x.shape
         Nh, k, pad = self.heads, self.kernel_size, self.kernel_size // 2
-        q = self.query(x).reshape(B, Nh, -1, 1, H * W)  # (B, Nh, d, 1, HW)
-        d = q.shape[2]
-        keys = F.unfold(self.key(x), k, padding=pad).view(B, Nh, d, k * k, H * W)
-        values = F.unfold(self.value(x), k, padding=pad).view(B, Nh, d, k * k, H * W)
-        r = self.offsets().to(q.dtype).T.reshape(1, Nh, d, k * k, 1)
-        logits = (q * (keys + r)).sum(2)  # (B, Nh, k*k, HW)
-        inside = F.unfold(x.new_ones(1, 1, H, W), k, padding=pad).view(1, 1, k * k, H * W) > 0
-        a = torch.softmax(logits.masked_fill(~inside, float("-inf")), dim=2)
-        return a, values
+        q = heads_last(self.query(x), Nh)  # (H, W, Nh, d, B)
+        d = q.shape[3]
+        keys = neighbours(heads_last(F.pad(self.key(x), (pad,) * 4), Nh), k, H, W)
+        logits = torch.stack([(q * k_p).sum(3) for k_p in keys])  # (k*k, H, W, Nh, B): q_ijᵀ k_ab
+        # q_ijᵀ r_{a-i, b-j} = q_ijᵀ [r_row; 0]_{a-i} + q_ijᵀ [0; r_col]_{b-j}: 2k products, not k^2
+        C, half = Nh * d, self.rel_row.shape[1]
+        r_row = F.pad(self.rel_row, (0, C - half)).view(k, Nh, d).to(q.dtype)
+        r_col = F.pad(self.rel_col, (half, 0)).view(k, Nh, d).to(q.dtype)
+        rel = (torch.einsum("ijhcn,uhc->uijhn", q, r_row)[:, None]
+               + torch.einsum("ijhcn,vhc->vijhn", q, r_col)[None])  # (k, k, H, W, Nh, B)
+        logits += rel.reshape(logits.shape)
+        inside = torch.stack([*neighbours(F.pad(x.new_ones(H, W), (pad,) * 4), k, H, W)])
+        logits += inside.log().to(logits.dtype)[..., None, None]  # 0 inside the image, -inf outside
+        return torch.softmax(logits, dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, H, W = x.shape
-        a, values = self._attend(x)
-        y = (a[:, :, None] * values).sum(3).reshape(B, -1, H, W)  # (B, C_out, H, W)
+        k, pad = self.kernel_size, self.kernel_size // 2
+        a = self._attend(x)  # (k*k, H, W, Nh, B)
+        values = neighbours(heads_last(F.pad(self.value(x), (pad,) * 4), self.heads), k, H, W)
+        terms = (a_p[..., None, :] * v_p for a_p, v_p in zip(a.unbind(0), values))
+        y = functools.reduce(torch.add, terms)  # (H, W, Nh, d, B): sum over ab of a_ab v_ab
+        # y as (B, C_out, H, W): as_strided, not permute, so that backward copies the incoming
+        # gradient into y's layout once, rather than every per-offset product reading it strided
+        C = y.shape[2] * y.shape[3]
+        y = y.contiguous().as_strided((B, C, H, W), (1, B, W * C * B, C * B)).contiguous()
         return F.avg_pool2d(y, self.stride) if self.stride > 1 else y
+
+
+def heads_last(t: Tensor, heads: int) -> Tensor:
+    """``Tensor[B, C, h, w]`` -> contiguous ``Tensor[h, w, heads, C / heads, B]``."""
+    B, _, h, w = t.shape
+    return t.reshape(B, heads, -1, h, w).permute(3, 4, 1, 2, 0).contiguous()
+
+
+def neighbours(t: Tensor, k: int, H: int, W: int) -> Iterator[Tensor]:
+    """The ``k*k`` views ``t[a : a + H, b : b + W]`` of a padded ``Tensor[H + k - 1, W + k - 1,
+    ...]``, row-major over ``(a, b)``: view ``p`` holds neighbour ``p`` of every pixel. Made one
+    at a time, each just before its use, so that backward adds each view's gradient into ``t``'s
+    right after computing it (rather than holding all ``k*k``, ``k*k`` times the size of ``t``)."""
+    for a in range(k):
+        row = t[a:a + H]
+        for b in range(k):
+            yield row[:, b:b + W]
