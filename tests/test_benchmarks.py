@@ -100,7 +100,7 @@ def test_zoo_cost_counts_sasa_products_the_flop_counter_misses():
 
 def test_dram_cost_counts_the_glimpse_samples_and_the_cnn_convolutions(tmp_path, capsys):
     """``dram_cost.py`` at tiny sizes: DRAM's multiply-adds do not depend on the canvas and
-    include the glimpse op's bilinear samples (4 per value: 6 glimpses x 3 scales x 12x12),
+    include the glimpse op's bilinear samples (4 per value: 6 glimpses x 3 scales x 16x16),
     which FlopCounterMode alone misses; the CNN's are its convolutions and linear layers, counted
     by hand; the plot is written."""
     import json
@@ -114,7 +114,7 @@ def test_dram_cost_counts_the_glimpse_samples_and_the_cnn_convolutions(tmp_path,
     dram = [r for r in rows if r["model"] == "dram"]
     cnn = [r for r in rows if r["model"] == "cnn"]
     assert dram[0]["macs"] == dram[1]["macs"] and dram[0]["params"] == dram[1]["params"]
-    assert dram[0]["grid_sample_macs"] == 6 * 3 * 12 * 12 * 4 and cnn[0]["grid_sample_macs"] == 0
+    assert dram[0]["grid_sample_macs"] == 6 * 3 * 16 * 16 * 4 and cnn[0]["grid_sample_macs"] == 0
     assert cnn[0]["params"] == cnn[1]["params"]
 
     def by_hand(side: int) -> int:  # channels 32, 32, 64, 64; kernels 5, 3, 3, 3; 2x2 pools
